@@ -1,0 +1,36 @@
+//! The body of `GET /v1/status`.
+
+use serde::{Deserialize, Serialize};
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node id.
+    pub id: u64,
+    /// The roles it runs: `lock`, `queue`, `cache`.
+    pub roles: Vec<String>,
+    /// The `syncd` version.
+    pub version: String,
+    /// The lock role, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<LockRoleStatus>,
+}
+
+/// The raft view of the lock role on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRoleStatus {
+    /// `leader`, `follower`, `candidate` , `learner` or `shutdown`.
+    pub state: String,
+    /// The leader's node id, if one is known.
+    pub leader: Option<u64>,
+    /// The current raft term.
+    pub term: u64,
+    /// Voting members of the group.
+    pub members: Vec<u64>,
+    /// Non-voting members (catching up).
+    #[serde(default)]
+    pub learners: Vec<u64>,
+    /// The last log index this node has applied.
+    #[serde(default)]
+    pub applied_index: Option<u64>,
+}

@@ -1,0 +1,23 @@
+//! The Syncd lock table: a pure, deterministic state machine for named shared/exclusive locks.
+//!
+//! It does no I/O and reads no clock. Every input is a [`Command`] stamped with the time the raft leader proposed it
+//! ([`LockTable::apply`]); the table's clock is the largest stamp seen so far, so leases and wait deadlines expire at
+//! the same log position on every replica, and replaying one log always yields one state.
+//!
+//! - [`command`]: the log entries and their outcomes.
+//! - [`table`]: the table itself: holders, FIFO waiters, leases, fencing tokens, conversions.
+//! - [`deadlock`]: the wait-for graph search that refuses a request which would close a cycle.
+//!
+//! Guarantees, for every sequence of commands:
+//! - a lock has either any number of shared holders or exactly one exclusive holder;
+//! - fencing tokens come from one counter, so each grant's token is greater than every token granted before it;
+//! - waiters are granted in arrival order; a shared request never overtakes a waiting exclusive one;
+//! - a request whose wait would close a wait-for cycle is refused and changes nothing.
+
+pub mod command;
+pub mod deadlock;
+pub mod table;
+
+pub use command::{Command, Outcome};
+pub use syncd_api::locks::LockMode;
+pub use table::{Hold, LockTable, Pending, TableState};

@@ -1,0 +1,299 @@
+//! The durable raft log, in a redb database (`raft.redb` in the data directory).
+//!
+//! Every write is a redb transaction committed with `Durability::Immediate`, which fsyncs before `commit` returns;
+//! only then is openraft told the entries are flushed. A `kill -9` at any point leaves either the old or the new
+//! transaction, never a torn one. Log entries are JSON, keyed by index; the vote and the last purged log id live in
+//! a metadata table. The committed index is saved with eventual durability: losing it only means re-applying
+//! entries the cluster re-commits anyway.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote,
+};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "last_purged";
+
+/// The raft log store. Cheap to clone: clones share one database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path`.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db =
+            Database::create(path).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
+        let tx = db
+            .begin_write()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        {
+            tx.open_table(LOGS)
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+            tx.open_table(META)
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        }
+        tx.commit()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    /// Runs a blocking database operation off the async workers: a commit waits for fsync.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?
+    }
+
+    fn read_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StorageError> {
+        let tx = db
+            .begin_read()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
+        let table = tx
+            .open_table(META)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
+        let Some(raw) = table
+            .get(key)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))
+    }
+
+    fn write_meta<T: Serialize>(
+        db: &Database,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        let mut tx = db
+            .begin_write()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        tx.set_durability(durability);
+        {
+            let mut table = tx
+                .open_table(META)
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        }
+        tx.commit()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        self.blocking(move |db| {
+            let tx = db
+                .begin_read()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let table = tx
+                .open_table(LOGS)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let iter = table
+                .range::<u64>((start, end))
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let mut out = Vec::new();
+            for item in iter {
+                let (_, raw) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                let entry: Entry = serde_json::from_slice(raw.value())
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                out.push(entry);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        self.blocking(|db| {
+            let last_purged: Option<LogId> = LogStore::read_meta(db, KEY_PURGED)?;
+            let tx = db
+                .begin_read()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let table = tx
+                .open_table(LOGS)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let last = match table
+                .last()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?
+            {
+                Some((_, raw)) => {
+                    let entry: Entry = serde_json::from_slice(raw.value())
+                        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                    Some(*entry.get_log_id())
+                }
+                None => last_purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let vote = *vote;
+        self.blocking(move |db| LogStore::write_meta(db, KEY_VOTE, &vote, Durability::Immediate))
+            .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.blocking(|db| LogStore::read_meta(db, KEY_VOTE)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            LogStore::write_meta(db, KEY_COMMITTED, &committed, Durability::Eventual)
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.blocking(|db| Ok(LogStore::read_meta::<Option<LogId>>(db, KEY_COMMITTED)?.flatten()))
+            .await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let bytes = serde_json::to_vec(&entry)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+            encoded.push((entry.get_log_id().index, bytes));
+        }
+        let result = self
+            .blocking(move |db| {
+                let mut tx = db
+                    .begin_write()
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                tx.set_durability(Durability::Immediate);
+                {
+                    let mut table = tx
+                        .open_table(LOGS)
+                        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                    for (index, bytes) in &encoded {
+                        table
+                            .insert(*index, bytes.as_slice())
+                            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                    }
+                }
+                // Durability::Immediate: commit returns after fsync, so the callback below never runs early.
+                tx.commit()
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+            })
+            .await;
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let tx = db
+                .begin_write()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            {
+                let mut table = tx
+                    .open_table(LOGS)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                table
+                    .retain_in::<u64, _>(log_id.index.., |_, _| false)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            }
+            tx.commit()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let bytes = serde_json::to_vec(&Some(log_id))
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            let tx = db
+                .begin_write()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            {
+                // One transaction: the purge marker and the deletion land together or not at all.
+                let mut meta = tx
+                    .open_table(META)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                meta.insert(KEY_PURGED, bytes.as_slice())
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                let mut table = tx
+                    .open_table(LOGS)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                table
+                    .retain_in::<u64, _>(..=log_id.index, |_, _| false)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            }
+            tx.commit()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+        })
+        .await
+    }
+}
+
+pub(crate) fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: &(impl std::error::Error + 'static),
+) -> StorageError {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(e)).into()
+}

@@ -1,0 +1,296 @@
+//! The raft state machine: the lock table, its snapshots, and a watch on the applied index.
+//!
+//! The table lives in memory. Durability comes from the log plus snapshots: a snapshot is written to
+//! `snapshot.json` in the data directory (write to a temporary file, fsync, rename, fsync the directory) before
+//! openraft is told it exists, so openraft only purges log entries that a durable snapshot covers. On start the
+//! state machine loads that snapshot and openraft re-applies the committed log after it.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftSnapshotBuilder,
+};
+use serde::{Deserialize, Serialize};
+use syncd_lock_table::{LockTable, TableState};
+use tokio::sync::watch;
+
+use crate::log_store::io_err;
+use crate::types::{
+    Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotPayload {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    table: TableState,
+}
+
+/// The snapshot file: metadata and payload together, so they can never disagree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    payload: SnapshotPayload,
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    table: LockTable,
+}
+
+/// The part of the state machine the lock service reads: the table and the applied index.
+#[derive(Debug)]
+pub struct SharedTable {
+    data: RwLock<Data>,
+    applied: watch::Sender<u64>,
+    current_snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
+    snapshot_seq: Mutex<u64>,
+}
+
+impl SharedTable {
+    /// Reads the table under the lock. Keep `f` short: apply waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&LockTable) -> R) -> R {
+        let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
+        f(&data.table)
+    }
+
+    /// The index of the last applied log entry (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that changes whenever entries are applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}
+
+/// The state machine handed to openraft. Cheap to clone: clones share one table.
+#[derive(Debug, Clone)]
+pub struct LockStateMachine {
+    shared: Arc<SharedTable>,
+    dir: PathBuf,
+}
+
+impl LockStateMachine {
+    /// Opens the state machine in `dir`, starting from the snapshot there, if any.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let (data, current) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: SnapshotFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+                let encoded = serde_json::to_vec(&file.payload)
+                    .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+                let data = Data {
+                    last_applied: file.payload.last_applied,
+                    last_membership: file.payload.last_membership,
+                    table: LockTable::from_state(file.payload.table),
+                };
+                (data, Some((file.meta, encoded)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Data::default(), None),
+            Err(e) => return Err(io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e)),
+        };
+        let applied = data.last_applied.map(|l| l.index).unwrap_or(0);
+        Ok(LockStateMachine {
+            shared: Arc::new(SharedTable {
+                data: RwLock::new(data),
+                applied: watch::Sender::new(applied),
+                current_snapshot: Mutex::new(current),
+                snapshot_seq: Mutex::new(0),
+            }),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The handle the lock service reads through.
+    pub fn shared(&self) -> Arc<SharedTable> {
+        self.shared.clone()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Data> {
+        self.shared
+            .data
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn persist(&self, file: SnapshotFile) -> Result<(), StorageError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let subject = ErrorSubject::Snapshot(Some(file.meta.signature()));
+        let bytes =
+            serde_json::to_vec(&file).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for LockStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let payload = {
+            let data = self
+                .shared
+                .data
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            SnapshotPayload {
+                last_applied: data.last_applied,
+                last_membership: data.last_membership.clone(),
+                table: data.table.state().clone(),
+            }
+        };
+        let seq = {
+            let mut seq = self
+                .shared
+                .snapshot_seq
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *seq += 1;
+            *seq
+        };
+        let snapshot_id = match payload.last_applied {
+            Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: payload.last_applied,
+            last_membership: payload.last_membership.clone(),
+            snapshot_id,
+        };
+        let encoded = serde_json::to_vec(&payload)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        self.persist(SnapshotFile {
+            meta: meta.clone(),
+            payload,
+        })
+        .await?;
+        *self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), encoded.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(encoded)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for LockStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let data = self
+            .shared
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok((data.last_applied, data.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let last_index = {
+            let mut data = self.write();
+            for entry in entries {
+                let log_id = *entry.get_log_id();
+                data.last_applied = Some(log_id);
+                let reply = match entry.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Normal(stamped) => {
+                        Some(data.table.apply(stamped.now_ms, &stamped.command))
+                    }
+                    EntryPayload::Membership(m) => {
+                        data.last_membership = StoredMembership::new(Some(log_id), m);
+                        None
+                    }
+                };
+                replies.push(reply);
+            }
+            data.last_applied.map(|l| l.index).unwrap_or(0)
+        };
+        self.shared.applied.send_replace(last_index);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let encoded = snapshot.into_inner();
+        let payload: SnapshotPayload = serde_json::from_slice(&encoded)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
+        // Persist first: once openraft hears the snapshot is installed it may purge the log it covers.
+        self.persist(SnapshotFile {
+            meta: meta.clone(),
+            payload: payload.clone(),
+        })
+        .await?;
+        let last_index = {
+            let mut data = self.write();
+            data.last_applied = payload.last_applied;
+            data.last_membership = payload.last_membership;
+            data.table = LockTable::from_state(payload.table);
+            data.last_applied.map(|l| l.index).unwrap_or(0)
+        };
+        *self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), encoded));
+        self.shared.applied.send_replace(last_index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok(current.map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

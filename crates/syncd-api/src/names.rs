@@ -1,4 +1,4 @@
-//! Name rules: lock, queue and owner names are 1..=253 bytes of `[A-Za-z0-9._:-]`.
+//! Name rules: lock, queue and owner names are 1..=253 bytes of `[A-Za-z0-9._:-]`, and not dots only.
 
 /// The longest name, in bytes (the length of a DNS name, so names fit in Kubernetes objects and labels of tools).
 pub const MAX_NAME_LEN: usize = 253;
@@ -12,6 +12,8 @@ pub enum NameError {
     TooLong(usize),
     /// The name contains a byte outside `[A-Za-z0-9._:-]`.
     BadChar(char),
+    /// The name is only dots: `.` and `..` are path segments URLs resolve away, so no client could address them.
+    OnlyDots,
 }
 
 impl std::fmt::Display for NameError {
@@ -19,6 +21,7 @@ impl std::fmt::Display for NameError {
         match self {
             NameError::Empty => write!(f, "must not be empty"),
             NameError::TooLong(n) => write!(f, "is {n} bytes long, the limit is {MAX_NAME_LEN}"),
+            NameError::OnlyDots => write!(f, "must not consist of dots only"),
             NameError::BadChar(c) => {
                 write!(
                     f,
@@ -38,6 +41,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     }
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong(name.len()));
+    }
+    if name.bytes().all(|b| b == b'.') {
+        return Err(NameError::OnlyDots);
     }
     match name
         .chars()
@@ -69,5 +75,8 @@ mod tests {
         assert_eq!(validate_name("a/b"), Err(NameError::BadChar('/')));
         assert_eq!(validate_name("a b"), Err(NameError::BadChar(' ')));
         assert_eq!(validate_name("é"), Err(NameError::BadChar('é')));
+        assert_eq!(validate_name("."), Err(NameError::OnlyDots));
+        assert_eq!(validate_name(".."), Err(NameError::OnlyDots));
+        assert_eq!(validate_name("..a"), Ok(()));
     }
 }

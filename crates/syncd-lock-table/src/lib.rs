@@ -18,6 +18,9 @@ pub mod command;
 pub mod deadlock;
 pub mod table;
 
+#[cfg(test)]
+mod tests;
+
 pub use command::{Command, Outcome};
 pub use syncd_api::locks::LockMode;
 pub use table::{Hold, LockTable, Pending, TableState};

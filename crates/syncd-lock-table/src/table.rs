@@ -209,11 +209,26 @@ impl LockTable {
             if *deadline > self.state.clock_ms {
                 break;
             }
-            let Some((_, name)) = self.deadlines.pop_first() else {
+            let Some((deadline, name)) = self.deadlines.pop_first() else {
                 break;
             };
-            self.expire(&name);
+            // Skip stale index entries. `expire` handles everything due on a lock,
+            // so visiting a lock at a stale entry (a renewed lease's old end, a released hold, a cancelled wait)
+            // expired it earlier in the pass than a table rebuilt by `from_state`, which only has live entries:
+            // when one clock jump expired several locks, the two handed out the promoted waiters' tokens in a
+            // different order. Only live entries now decide the order, and every table has the same live ones.
+            if self.is_live_deadline(&name, deadline) {
+                self.expire(&name);
+            }
         }
+    }
+
+    /// Whether a lease or a wait on `name` ends exactly at `deadline`, i.e. the index entry is not stale.
+    fn is_live_deadline(&self, name: &str, deadline: u64) -> bool {
+        self.state.locks.get(name).is_some_and(|lock| {
+            lock.holders.values().any(|h| h.expires_at_ms == deadline)
+                || lock.waiters.iter().any(|w| w.deadline_ms == deadline)
+        })
     }
 
     /// Drops the due holders and waiters of one lock, then serves its queue.

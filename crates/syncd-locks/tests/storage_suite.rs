@@ -1,5 +1,8 @@
 //! openraft's own storage test suite against the durable log store and the lock state machine.
 
+// Test support code outside #[test] functions may panic on setup failure; the suite fixes the error type.
+#![allow(clippy::expect_used, clippy::result_large_err)]
+
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 use syncd_locks::log_store::LogStore;

@@ -1,0 +1,162 @@
+//! The raft transport, client side: raft RPCs as JSON over HTTP to the peers' `/internal/raft/*` endpoints.
+//!
+//! One `reqwest::Client` (one connection pool) per peer address, kept for the life of the process so
+//! openraft's reconnects reuse warm connections. A refused or failed connection is reported as `Unreachable`, which
+//! makes openraft back off instead of hammering a dead peer.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::types::{NodeId, TypeConfig};
+
+/// Paths of the raft endpoints, shared with [`crate::peer_api`].
+pub(crate) mod paths {
+    pub const APPEND: &str = "/internal/raft/append";
+    pub const VOTE: &str = "/internal/raft/vote";
+    pub const SNAPSHOT: &str = "/internal/raft/snapshot";
+    pub const ELECT: &str = "/internal/raft/elect";
+    pub const WRITE: &str = "/internal/locks/write";
+    pub const READ_INDEX: &str = "/internal/locks/read-index";
+}
+
+/// A pool of HTTP clients, one per peer address.
+#[derive(Debug, Clone, Default)]
+pub struct PeerClients {
+    clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+}
+
+impl PeerClients {
+    /// The client for `addr` (`host:port`), created on first use.
+    pub fn get(&self, addr: &str) -> reqwest::Client {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// Builds one [`PeerConnection`] per raft target.
+#[derive(Debug, Clone, Default)]
+pub struct PeerNetwork {
+    clients: PeerClients,
+}
+
+impl PeerNetwork {
+    /// A network that draws its HTTP clients from `clients`.
+    pub fn new(clients: PeerClients) -> Self {
+        PeerNetwork { clients }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerConnection {
+            target,
+            base: format!("http://{}", node.addr),
+            client: self.clients.get(&node.addr),
+        }
+    }
+}
+
+/// The raft RPC client for one peer.
+#[derive(Debug)]
+pub struct PeerConnection {
+    target: NodeId,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let response = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .timeout(option.hard_ttl())
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        if !response.status().is_success() {
+            let err = UnexpectedStatus(response.status().as_u16());
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        let body: Result<Resp, RaftError<NodeId, E>> = response
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("peer answered HTTP {0}")]
+struct UnexpectedStatus(u16);
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(paths::APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(paths::SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(paths::VOTE, &rpc, &option).await
+    }
+}

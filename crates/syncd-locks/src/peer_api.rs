@@ -1,0 +1,71 @@
+//! The raft transport, server side, and the leader's endpoints for forwarded writes and read indexes.
+//!
+//! These routes are for peers only (`/internal/...`); they carry raft's own JSON types.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use syncd_lock_table::Command;
+
+use crate::network::paths;
+use crate::service::{LockService, ReadIndexReply, WriteReply};
+use crate::types::{NodeId, TypeConfig};
+
+/// Raft batches and snapshot chunks can be far larger than a public lock call.
+const PEER_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The peer routes of the lock role.
+pub fn router(service: Arc<LockService>) -> Router {
+    Router::new()
+        .route(paths::APPEND, post(append))
+        .route(paths::VOTE, post(vote))
+        .route(paths::SNAPSHOT, post(snapshot))
+        .route(paths::ELECT, post(elect))
+        .route(paths::WRITE, post(write))
+        .route(paths::READ_INDEX, post(read_index))
+        .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
+        .with_state(service)
+}
+
+type Svc = State<Arc<LockService>>;
+
+async fn append(
+    State(s): Svc,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    Json(s.raft().append_entries(req).await)
+}
+
+async fn vote(
+    State(s): Svc,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(s.raft().vote(req).await)
+}
+
+async fn snapshot(
+    State(s): Svc,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    Json(s.raft().install_snapshot(req).await)
+}
+
+/// Campaign now: the old leader calls this on its successor during a hand-over.
+async fn elect(State(s): Svc) -> Json<bool> {
+    Json(s.raft().trigger().elect().await.is_ok())
+}
+
+async fn write(State(s): Svc, Json(command): Json<Command>) -> Json<WriteReply> {
+    Json(s.write_local(command).await)
+}
+
+async fn read_index(State(s): Svc) -> Json<ReadIndexReply> {
+    Json(s.read_index_local().await)
+}

@@ -1,0 +1,737 @@
+//! The lock service: the public lock operations on top of the raft group.
+//!
+//! Any node accepts any call. Writes are stamped with the leader's clock and proposed on the leader; a follower
+//! forwards the command to the leader's `/internal/locks/write`. Reads are linearizable: the leader confirms its
+//! leadership with a quorum (`ensure_linearizable`); a follower asks the leader for a read index and waits until its
+//! own state machine has applied that far (ReadIndex, as in etcd), then reads locally.
+//!
+//! A waiting acquire is queued in the replicated table, so the wait survives a leader change; the node that took
+//! the call watches its own state machine until the grant or the end of the wait appears there. A call that gives
+//! up (its time is out, or the client went away) removes its queued request with a `CancelWait` command.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use syncd_api::locks::{
+    AcquireRequest, AcquireResponse, LockInfo, LockList, LockMode, ReleaseRequest, RenewRequest,
+    RenewResponse,
+};
+use syncd_api::status::LockRoleStatus;
+use syncd_lock_table::{Command, Outcome};
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout_at};
+
+use crate::error::LockError;
+use crate::log_store::LogStore;
+use crate::network::{PeerClients, PeerNetwork, paths};
+use crate::state_machine::{LockStateMachine, SharedTable};
+use crate::types::{NodeId, Raft, Stamped};
+
+/// How long a write or a read may look for a leader and a quorum before answering `unavailable`.
+const QUORUM_WAIT: Duration = Duration::from_secs(5);
+/// Extra time a waiting acquire allows for the leader's tick to expire its wait before cancelling it itself.
+const WAIT_GRACE: Duration = Duration::from_millis(1500);
+/// How often the leader checks whether a lease or a wait is due.
+const TICK_EVERY: Duration = Duration::from_millis(50);
+
+/// Settings of the lock role of one node.
+#[derive(Debug, Clone)]
+pub struct LockConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The `host:port` peers reach this node on.
+    pub advertise: String,
+    /// Where the raft log and snapshots live.
+    pub data_dir: PathBuf,
+    /// The initial members, this node included; the lowest id bootstraps a group with no prior state.
+    pub initial_members: BTreeMap<NodeId, String>,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout; the maximum, and the leader lease, are twice this.
+    pub election_timeout_ms: u64,
+    /// Take a snapshot (and purge the log behind it) after this many applied entries.
+    pub snapshot_after_entries: u64,
+}
+
+impl LockConfig {
+    /// Settings with etcd's default timing (heartbeat 100 ms, election timeout 1000 ms).
+    pub fn new(
+        id: NodeId,
+        advertise: String,
+        data_dir: PathBuf,
+        initial_members: BTreeMap<NodeId, String>,
+    ) -> Self {
+        LockConfig {
+            id,
+            advertise,
+            data_dir,
+            initial_members,
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_after_entries: 10_000,
+        }
+    }
+}
+
+/// What the leader answers a forwarded write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum WriteReply {
+    /// Committed and applied at `index` with this outcome.
+    Written {
+        /// Log index of the entry.
+        index: u64,
+        /// What the state machine answered.
+        outcome: Outcome,
+    },
+    /// This node is not the leader; nothing was proposed.
+    NotLeader {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// The write could not be completed (no quorum, shutting down).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the leader answers a read-index request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReadIndexReply {
+    /// A read is linearizable once the reader has applied `index`.
+    Ready {
+        /// The read index.
+        index: u64,
+    },
+    /// This node is not the leader.
+    NotLeader {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// Leadership could not be confirmed.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The lock role of one node.
+pub struct LockService {
+    config: LockConfig,
+    raft: Raft,
+    table: Arc<SharedTable>,
+    clients: PeerClients,
+    /// Flips to true when the node starts shutting down: no new proposals, waiting acquires give up.
+    stopping: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for LockService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockService")
+            .field("id", &self.config.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl LockService {
+    /// Opens the node's storage, starts raft, bootstraps the group if this node is the lowest initial member and
+    /// nothing was ever stored, and starts the leader's lease ticker.
+    pub async fn start(config: LockConfig) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
+        let sm = LockStateMachine::open(&config.data_dir)?;
+        let table = sm.shared();
+        let raft_config = openraft::Config {
+            cluster_name: "syncd-locks".to_owned(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            // Keep a snapshot interval's worth of log (at most 1000 entries) so a briefly lagging follower
+            // catches up from the log instead of needing a whole snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_after_entries.min(1000),
+            ..Default::default()
+        }
+        .validate()?;
+        let clients = PeerClients::default();
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            PeerNetwork::new(clients.clone()),
+            log,
+            sm,
+        )
+        .await?;
+
+        let lowest = config.initial_members.keys().next().copied();
+        if lowest == Some(config.id) && !raft.is_initialized().await? {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .initial_members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(id = config.id, "bootstrapped the lock group"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        let service = Arc::new(LockService {
+            config,
+            raft,
+            table,
+            clients,
+            stopping: watch::Sender::new(false),
+        });
+        tokio::spawn(tick_leases(Arc::downgrade(&service)));
+        Ok(service)
+    }
+
+    /// The raft handle, for the peer endpoints.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Starts shutting down: waiting acquires withdraw and answer `unavailable`, new calls are refused. Raft keeps
+    /// running until [`Self::shutdown`], so in-flight calls can finish.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Refuses new calls once shutdown began; internal withdrawals still go through.
+    fn check_open(&self) -> Result<(), LockError> {
+        if self.is_stopping() {
+            return Err(LockError::Unavailable(
+                "the node is shutting down".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Whether the node knows a leader and is not shutting down: it can serve lock calls.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        !self.is_stopping() && m.current_leader.is_some() && m.state != ServerState::Shutdown
+    }
+
+    /// This node's raft view, for `/v1/status`.
+    pub fn status(&self) -> LockRoleStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        LockRoleStatus {
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_owned(),
+            leader: m.current_leader,
+            term: m.current_term,
+            members: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            applied_index: m.last_applied.map(|l| l.index),
+        }
+    }
+
+    /// Acquires a lock, waiting up to `wait_ms` when asked to.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        name: &str,
+        req: &AcquireRequest,
+    ) -> Result<AcquireResponse, LockError> {
+        self.check_open()?;
+        let command = Command::Acquire {
+            name: name.to_owned(),
+            owner: req.owner.clone(),
+            mode: req.mode,
+            ttl_ms: req.ttl_ms,
+            wait_ms: req.wait_ms,
+        };
+        let (index, outcome) = self.propose(command).await?;
+        match outcome {
+            Outcome::Granted {
+                mode,
+                token,
+                expires_at_ms,
+            } => Ok(AcquireResponse {
+                name: name.to_owned(),
+                owner: req.owner.clone(),
+                mode,
+                token,
+                expires_at_ms,
+            }),
+            Outcome::Waiting { .. } => self.await_grant(name, req, index).await,
+            Outcome::Deadlock => Err(LockError::Deadlock),
+            Outcome::Conflict => Err(LockError::Conflict(format!(
+                "{name} is held in a mode incompatible with {}",
+                req.mode.as_str()
+            ))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Releases a lock.
+    pub async fn release(&self, name: &str, req: &ReleaseRequest) -> Result<(), LockError> {
+        self.check_open()?;
+        let command = Command::Release {
+            name: name.to_owned(),
+            owner: req.owner.clone(),
+            token: req.token,
+        };
+        match self.propose(command).await?.1 {
+            Outcome::Released => Ok(()),
+            Outcome::NotHeld => Err(not_held(name, &req.owner)),
+            Outcome::StaleToken => Err(stale(name, &req.owner, req.token)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Extends a holder's lease.
+    pub async fn renew(&self, name: &str, req: &RenewRequest) -> Result<RenewResponse, LockError> {
+        self.check_open()?;
+        let command = Command::Renew {
+            name: name.to_owned(),
+            owner: req.owner.clone(),
+            ttl_ms: req.ttl_ms,
+            token: req.token,
+        };
+        match self.propose(command).await?.1 {
+            Outcome::Renewed { expires_at_ms } => Ok(RenewResponse { expires_at_ms }),
+            Outcome::NotHeld => Err(not_held(name, &req.owner)),
+            Outcome::StaleToken => Err(stale(name, &req.owner, req.token)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One lock, read linearizably. A lock nobody holds or waits for is reported free.
+    pub async fn get(&self, name: &str) -> Result<LockInfo, LockError> {
+        self.check_open()?;
+        self.linearizable_read().await?;
+        Ok(self
+            .table
+            .read(|t| t.lock_info(name))
+            .unwrap_or_else(|| LockInfo {
+                name: name.to_owned(),
+                mode: None,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            }))
+    }
+
+    /// Every lock with holders or waiters, read linearizably.
+    pub async fn list(&self) -> Result<LockList, LockError> {
+        self.check_open()?;
+        self.linearizable_read().await?;
+        Ok(LockList {
+            locks: self.table.read(|t| t.all_locks()),
+        })
+    }
+
+    /// Waits until the queued acquire at `index` is granted or its wait ends.
+    async fn await_grant(
+        self: &Arc<Self>,
+        name: &str,
+        req: &AcquireRequest,
+        index: u64,
+    ) -> Result<AcquireResponse, LockError> {
+        let mut guard = CancelOnDrop {
+            service: self.clone(),
+            name: name.to_owned(),
+            owner: req.owner.clone(),
+            armed: true,
+        };
+        let until = Instant::now() + Duration::from_millis(req.wait_ms) + WAIT_GRACE;
+        let mut applied = self.table.subscribe();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            if *applied.borrow_and_update() >= index {
+                match self.wait_state(name, &req.owner, req.mode) {
+                    WaitState::Granted(resp) => {
+                        guard.armed = false;
+                        return Ok(resp);
+                    }
+                    WaitState::Ended => {
+                        guard.armed = false;
+                        return Err(wait_ended(name, req.wait_ms));
+                    }
+                    WaitState::Queued => {}
+                }
+            }
+            tokio::select! {
+                changed = timeout_at(until, applied.changed()) => match changed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(LockError::Unavailable("shutting down".to_owned())),
+                    Err(_) => break,
+                },
+                // The guard withdraws the request on the way out.
+                _ = stopping.wait_for(|s| *s) => {
+                    return Err(LockError::Unavailable("the node is shutting down".to_owned()));
+                }
+            }
+        }
+        // The leader did not expire the wait in time (no leader, or a slow tick): withdraw the request ourselves,
+        // then report whatever the table decided first.
+        guard.armed = false;
+        let (cancel_index, _) = self
+            .propose(Command::CancelWait {
+                name: name.to_owned(),
+                owner: req.owner.clone(),
+            })
+            .await?;
+        self.wait_applied(cancel_index, Instant::now() + QUORUM_WAIT)
+            .await?;
+        match self.wait_state(name, &req.owner, req.mode) {
+            WaitState::Granted(resp) => Ok(resp),
+            _ => Err(wait_ended(name, req.wait_ms)),
+        }
+    }
+
+    fn wait_state(&self, name: &str, owner: &str, mode: LockMode) -> WaitState {
+        self.table.read(|t| {
+            if let Some(hold) = t.holder(name, owner).filter(|h| h.mode == mode) {
+                WaitState::Granted(AcquireResponse {
+                    name: name.to_owned(),
+                    owner: owner.to_owned(),
+                    mode: hold.mode,
+                    token: hold.token,
+                    expires_at_ms: hold.expires_at_ms,
+                })
+            } else if t.waiter(name, owner).is_some() {
+                WaitState::Queued
+            } else {
+                WaitState::Ended
+            }
+        })
+    }
+
+    /// Proposes a command on the leader, forwarding it when this node is not the leader. Retries only where the
+    /// command certainly was not proposed (not the leader, connection refused).
+    async fn propose(&self, command: Command) -> Result<(u64, Outcome), LockError> {
+        let deadline = Instant::now() + QUORUM_WAIT;
+        loop {
+            let (leader, addr) = self.wait_leader(deadline).await?;
+            let reply = if leader == self.config.id {
+                self.write_local(command.clone()).await
+            } else {
+                self.forward_write(&addr, &command, deadline).await?
+            };
+            match reply {
+                WriteReply::Written { index, outcome } => return Ok((index, outcome)),
+                WriteReply::NotLeader { .. } => self.backoff(deadline).await?,
+                WriteReply::Unavailable { reason } => return Err(LockError::Unavailable(reason)),
+            }
+        }
+    }
+
+    /// Proposes a command on this node, which must be the leader. Used by the peer endpoint and by [`Self::propose`].
+    pub async fn write_local(&self, command: Command) -> WriteReply {
+        let stamped = Stamped {
+            now_ms: now_ms(),
+            command,
+        };
+        match self.raft.client_write(stamped).await {
+            Ok(resp) => match resp.data {
+                Some(outcome) => WriteReply::Written {
+                    index: resp.log_id.index,
+                    outcome,
+                },
+                None => WriteReply::Unavailable {
+                    reason: "the state machine gave no outcome".to_owned(),
+                },
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                WriteReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => WriteReply::Unavailable {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        addr: &str,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<WriteReply, LockError> {
+        let result = self
+            .clients
+            .get(addr)
+            .post(format!("http://{addr}{}", paths::WRITE))
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .json(command)
+            .send()
+            .await;
+        match result {
+            // Never sent: safe to try again once a leader is known.
+            Err(e) if e.is_connect() => Ok(WriteReply::NotLeader { leader: None }),
+            Err(e) => Err(LockError::Unavailable(format!(
+                "the leader did not answer ({e}); the outcome is unknown"
+            ))),
+            Ok(resp) => resp
+                .json::<WriteReply>()
+                .await
+                .map_err(|e| LockError::Unavailable(format!("bad answer from the leader: {e}"))),
+        }
+    }
+
+    /// Makes the next local read linearizable.
+    async fn linearizable_read(&self) -> Result<(), LockError> {
+        let deadline = Instant::now() + QUORUM_WAIT;
+        loop {
+            let (leader, addr) = self.wait_leader(deadline).await?;
+            let reply = if leader == self.config.id {
+                self.read_index_local().await
+            } else {
+                let result = self
+                    .clients
+                    .get(&addr)
+                    .post(format!("http://{addr}{}", paths::READ_INDEX))
+                    .timeout(deadline.saturating_duration_since(Instant::now()))
+                    .send()
+                    .await;
+                match result {
+                    Ok(resp) => resp.json::<ReadIndexReply>().await.map_err(|e| {
+                        LockError::Unavailable(format!("bad answer from the leader: {e}"))
+                    })?,
+                    Err(_) => ReadIndexReply::NotLeader { leader: None },
+                }
+            };
+            match reply {
+                ReadIndexReply::Ready { index } => return self.wait_applied(index, deadline).await,
+                ReadIndexReply::NotLeader { .. } => self.backoff(deadline).await?,
+                ReadIndexReply::Unavailable { reason } => {
+                    return Err(LockError::Unavailable(reason));
+                }
+            }
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index a linearizable read must wait for.
+    pub async fn read_index_local(&self) -> ReadIndexReply {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => ReadIndexReply::Ready {
+                index: read.map(|l| l.index).unwrap_or(0),
+            },
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                ReadIndexReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => ReadIndexReply::Unavailable {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), LockError> {
+        let mut applied = self.table.subscribe();
+        loop {
+            if *applied.borrow_and_update() >= index {
+                return Ok(());
+            }
+            match timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(LockError::Unavailable("shutting down".to_owned())),
+                Err(_) => {
+                    return Err(LockError::Unavailable(
+                        "this node is too far behind the leader".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The current leader and its address, waiting (until `deadline`) for one to be known.
+    async fn wait_leader(&self, deadline: Instant) -> Result<(NodeId, String), LockError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let found = {
+                let m = metrics.borrow_and_update();
+                m.current_leader.and_then(|leader| {
+                    let addr = m
+                        .membership_config
+                        .membership()
+                        .get_node(&leader)
+                        .map(|n| n.addr.clone())
+                        .or_else(|| self.config.initial_members.get(&leader).cloned())?;
+                    Some((leader, addr))
+                })
+            };
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            match timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(LockError::Unavailable("raft stopped".to_owned())),
+                Err(_) => {
+                    return Err(LockError::Unavailable(
+                        "the lock group has no leader (no quorum?)".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A short pause before asking again who the leader is, bounded by `deadline`.
+    async fn backoff(&self, deadline: Instant) -> Result<(), LockError> {
+        let next = Instant::now() + Duration::from_millis(50);
+        if next >= deadline {
+            return Err(LockError::Unavailable(
+                "the lock group has no stable leader".to_owned(),
+            ));
+        }
+        tokio::time::sleep_until(next).await;
+        Ok(())
+    }
+
+    /// Stops the node. A leader first hands leadership to its most up-to-date follower: it stops raft, waits out its
+    /// lease (followers refuse votes while it lasts), then asks that follower to campaign at once.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        let successor = self.pick_successor();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        let Some((id, addr)) = successor else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(self.config.election_timeout_ms * 2)).await;
+        let result = self
+            .clients
+            .get(&addr)
+            .post(format!("http://{addr}{}", paths::ELECT))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => tracing::info!(successor = id, "handed lock leadership over"),
+            Err(e) => tracing::warn!(successor = id, error = %e, "could not hand leadership over"),
+        }
+    }
+
+    /// The voter (not this node) that has replicated the most of the log, when this node leads.
+    fn pick_successor(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.config.id) {
+            return None;
+        }
+        let membership = m.membership_config.membership();
+        let replication = m.replication.as_ref()?;
+        membership
+            .voter_ids()
+            .filter(|id| *id != self.config.id)
+            .max_by_key(|id| replication.get(id).copied().flatten().map(|l| l.index))
+            .and_then(|id| Some((id, membership.get_node(&id)?.addr.clone())))
+    }
+}
+
+enum WaitState {
+    Granted(AcquireResponse),
+    Queued,
+    Ended,
+}
+
+/// Withdraws a queued acquire when its HTTP call is dropped (the client went away) before it resolved.
+struct CancelOnDrop {
+    service: Arc<LockService>,
+    name: String,
+    owner: String,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let service = self.service.clone();
+        let command = Command::CancelWait {
+            name: std::mem::take(&mut self.name),
+            owner: std::mem::take(&mut self.owner),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = service.propose(command).await {
+                tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
+            }
+        });
+    }
+}
+
+/// On the leader, proposes a `Tick` whenever a lease or a wait is due, so expiry happens without other traffic.
+async fn tick_leases(service: std::sync::Weak<LockService>) {
+    let mut every = tokio::time::interval(TICK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if service.is_stopping() {
+            return;
+        }
+        let leading = service.raft.metrics().borrow().state == ServerState::Leader;
+        let due = service
+            .table
+            .read(|t| t.next_deadline())
+            .is_some_and(|d| d <= now_ms());
+        if leading
+            && due
+            && let WriteReply::Unavailable { reason } = service.write_local(Command::Tick).await
+        {
+            tracing::debug!(%reason, "lease tick not applied");
+        }
+    }
+}
+
+fn not_held(name: &str, owner: &str) -> LockError {
+    LockError::NotHeld {
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+    }
+}
+
+fn stale(name: &str, owner: &str, token: Option<u64>) -> LockError {
+    LockError::StaleToken {
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+        given: token.unwrap_or(0),
+    }
+}
+
+fn wait_ended(name: &str, wait_ms: u64) -> LockError {
+    LockError::Conflict(format!("{name} was not granted within {wait_ms} ms"))
+}
+
+fn unexpected(outcome: &Outcome) -> LockError {
+    LockError::Internal(format!("unexpected outcome {outcome:?}"))
+}

@@ -1,0 +1,263 @@
+//! Command-line arguments. Every flag can also come from a `SYNCD_*` environment variable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `syncd`: the Syncd data-plane daemon.
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncd",
+    version,
+    about = "Syncd: locks, queues and a coherent cache for Kubernetes"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "SYNCD_LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Run a whole cluster on loopback in this process, every node with every role.
+    Local(LocalArgs),
+}
+
+/// The roles a node can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Role {
+    /// The replicated lock service.
+    Lock,
+    /// Durable work queues (not in this version yet).
+    Queue,
+    /// The coherent cache (not in this version yet).
+    Cache,
+}
+
+impl Role {
+    /// The role's name in `/v1/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lock => "lock",
+            Role::Queue => "queue",
+            Role::Cache => "cache",
+        }
+    }
+}
+
+/// `syncd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// This node's id (the StatefulSet ordinal in Kubernetes).
+    #[arg(long, env = "SYNCD_ID")]
+    pub id: u64,
+    /// Address to serve the public API and the peer endpoints on.
+    #[arg(long, env = "SYNCD_LISTEN")]
+    pub listen: SocketAddr,
+    /// Where this node keeps its data.
+    #[arg(long, env = "SYNCD_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Roles to run.
+    #[arg(
+        long,
+        env = "SYNCD_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "lock,queue,cache"
+    )]
+    pub roles: Vec<Role>,
+    /// Every member, this node included: `<id>=<host:port>,...`.
+    #[arg(
+        long,
+        env = "SYNCD_PEERS",
+        value_delimiter = ',',
+        conflicts_with = "discovery",
+        required_unless_present = "discovery"
+    )]
+    pub peers: Vec<PeerSpec>,
+    /// Find peers through DNS: `dns:<headless-service>:<port>`.
+    #[arg(long, env = "SYNCD_DISCOVERY")]
+    pub discovery: Option<Discovery>,
+    /// Copies of each queue shard, owner included.
+    #[arg(long, env = "SYNCD_REPLICATION_FACTOR", default_value_t = 2)]
+    pub replication_factor: u32,
+    /// Lines each cache peer holds before LRU eviction.
+    #[arg(long, env = "SYNCD_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub cache_capacity: u64,
+    /// Tuning.
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// `syncd local`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// How many nodes.
+    #[arg(long, env = "SYNCD_LOCAL_NODES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=15))]
+    pub nodes: u16,
+    /// Node i listens on 127.0.0.1:<base-port + i>.
+    #[arg(long, env = "SYNCD_LOCAL_BASE_PORT", default_value_t = 7080)]
+    pub base_port: u16,
+    /// Node i keeps its data in <data-dir>/node-<i>.
+    #[arg(long, env = "SYNCD_LOCAL_DATA_DIR", default_value = "./.syncd-local")]
+    pub data_dir: PathBuf,
+    /// Tuning.
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Timing and limits shared by `serve` and `local`.
+#[derive(Debug, Clone, Args)]
+pub struct Tuning {
+    /// Raft heartbeat interval.
+    #[arg(long, env = "SYNCD_RAFT_HEARTBEAT_MS", default_value_t = 100)]
+    pub raft_heartbeat_ms: u64,
+    /// Raft minimum election timeout; the maximum and the leader lease are twice this.
+    #[arg(long, env = "SYNCD_RAFT_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
+    pub raft_election_timeout_ms: u64,
+    /// Snapshot the lock table (and purge the log behind it) after this many entries.
+    #[arg(long, env = "SYNCD_SNAPSHOT_AFTER_ENTRIES", default_value_t = 10_000)]
+    pub snapshot_after_entries: u64,
+    /// Largest lock call body.
+    #[arg(long, env = "SYNCD_MAX_LOCK_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_lock_body_bytes: usize,
+    /// Longest any request may take (a waiting acquire included) before it is answered 504.
+    #[arg(long, env = "SYNCD_REQUEST_TIMEOUT_MS", default_value_t = 150_000)]
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more wait for a slot.
+    #[arg(long, env = "SYNCD_MAX_CONCURRENT_REQUESTS", default_value_t = 10_000)]
+    pub max_concurrent_requests: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "SYNCD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// One `<id>=<host:port>` member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Node id.
+    pub id: u64,
+    /// Address peers reach it on.
+    pub addr: String,
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not <id>=<host:port>"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id (a number)"))?;
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{addr:?} is not host:port")),
+        }
+        Ok(PeerSpec {
+            id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+/// Collects `--peers` into a map, refusing duplicate ids.
+pub fn peer_map(peers: &[PeerSpec]) -> Result<BTreeMap<u64, String>, String> {
+    let mut map = BTreeMap::new();
+    for p in peers {
+        if map.insert(p.id, p.addr.clone()).is_some() {
+            return Err(format!("node id {} appears twice in --peers", p.id));
+        }
+    }
+    Ok(map)
+}
+
+/// `dns:<headless-service>:<port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The headless Service's DNS name.
+    pub service: String,
+    /// The peers' port.
+    pub port: u16,
+}
+
+impl FromStr for Discovery {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s
+            .strip_prefix("dns:")
+            .ok_or_else(|| format!("{s:?} is not dns:<headless-service>:<port>"))?;
+        let (service, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not dns:<headless-service>:<port>"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        if service.is_empty() {
+            return Err("the service name is empty".to_owned());
+        }
+        Ok(Discovery {
+            service: service.to_owned(),
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peers() {
+        let p: PeerSpec = "3=demo-locks-3.demo-locks-peers:7080".parse().unwrap();
+        assert_eq!(p.id, 3);
+        assert_eq!(p.addr, "demo-locks-3.demo-locks-peers:7080");
+        assert!("x=a:1".parse::<PeerSpec>().is_err());
+        assert!("1=a".parse::<PeerSpec>().is_err());
+        assert!("1=:80".parse::<PeerSpec>().is_err());
+        let dup = [p.clone(), p];
+        assert!(peer_map(&dup).is_err());
+    }
+
+    #[test]
+    fn parses_discovery() {
+        let d: Discovery = "dns:demo-cache-peers:7080".parse().unwrap();
+        assert_eq!(d.service, "demo-cache-peers");
+        assert_eq!(d.port, 7080);
+        assert!("srv:x:1".parse::<Discovery>().is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,129 @@
+//! The node's HTTP surface: one router for the public API, the health endpoints and the peer endpoints.
+//!
+//! - [`error`]: errors as problem+json, and the extractors that turn bad input into 4xx problems.
+//! - [`locks`]: the `/v1/locks` routes.
+//! - [`node`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
+//!
+//! Every request goes through, outermost first: a concurrency limit, a timeout (504 problem), panic capture
+//! (500 problem; a panic is a bug, never an answer), tracing with the matched route, and the metrics recorder.
+
+pub mod error;
+pub mod locks;
+pub mod node;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{BoxError, Router};
+use syncd_api::ErrorCode;
+use syncd_locks::LockService;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::cli::Role;
+use crate::metrics::Metrics;
+use error::problem_response;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's id.
+    pub node_id: u64,
+    /// The roles this node runs.
+    pub roles: Vec<Role>,
+    /// The lock role, when it runs.
+    pub locks: Option<Arc<LockService>>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest lock call body.
+    pub max_lock_body_bytes: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Requests served at once.
+    pub max_concurrent_requests: usize,
+}
+
+/// The whole router of a node.
+pub fn app(state: AppState, limits: &Limits) -> Router {
+    let mut router = Router::new().merge(node::routes(state.clone()));
+    if let Some(locks) = &state.locks {
+        router = router
+            .merge(locks::routes(locks.clone(), limits.max_lock_body_bytes))
+            .merge(syncd_locks::peer_api::router(locks.clone()));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            record,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %req.method(), uri = %req.uri(), route)
+        }))
+        .layer(CatchPanicLayer::custom(|_| {
+            problem_response(ErrorCode::Internal, "internal error; see the server log")
+        }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|e: BoxError| async move {
+                    if e.is::<tower::timeout::error::Elapsed>() {
+                        problem_response(ErrorCode::Timeout, "the request took too long")
+                    } else {
+                        tracing::error!(error = %e, "request failed in a middleware");
+                        problem_response(ErrorCode::Internal, "internal error; see the server log")
+                    }
+                }))
+                .layer(TimeoutLayer::new(limits.request_timeout)),
+        )
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests,
+        ))
+}
+
+async fn not_found() -> Response {
+    problem_response(ErrorCode::NotFound, "no such route").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    problem_response(
+        ErrorCode::MethodNotAllowed,
+        "this route does not take that method",
+    )
+}
+
+/// Records the route template (not the raw path, which would explode label cardinality), status and latency.
+async fn record(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics.observe_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

@@ -1,0 +1,115 @@
+//! Restarts from disk: a SIGKILLed node catches up, a whole cluster restarts with every lock, and a node that
+//! missed a purged stretch of log is brought back by a snapshot.
+
+use syncd_client::syncd_api::locks::LockMode;
+
+use super::harness::Cluster;
+use super::locks_basic::acquire;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_follower_restarts_from_disk_and_catches_up() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    for i in 0..10 {
+        acquire(
+            &cluster.client(leader),
+            &format!("before-{i}"),
+            "o",
+            LockMode::Shared,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let before = cluster.applied(leader).await;
+    cluster.applied_at_least(follower, before).await;
+    cluster.kill(follower);
+    for i in 0..10 {
+        acquire(
+            &cluster.client(leader),
+            &format!("during-{i}"),
+            "o",
+            LockMode::Shared,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let target = cluster.applied(leader).await;
+    cluster.restart(follower);
+    cluster.applied_at_least(follower, target).await;
+    let names = cluster.client(follower).locks().await.unwrap().locks.len();
+    assert_eq!(names, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cluster_restart_keeps_every_lock_and_token() {
+    let mut cluster = Cluster::start(3);
+    cluster.leader().await;
+    let mut held = Vec::new();
+    for i in 0..12u64 {
+        let mode = if i % 2 == 0 {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        };
+        let node = i % 3;
+        let got = acquire(
+            &cluster.client(node),
+            &format!("lock-{i}"),
+            &format!("o-{i}"),
+            mode,
+            0,
+        )
+        .await
+        .unwrap();
+        held.push(got);
+    }
+    let before = cluster.client(0).locks().await.unwrap();
+    for id in cluster.ids() {
+        cluster.kill(id);
+    }
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    cluster.leader().await;
+    let after = cluster.client(1).locks().await.unwrap();
+    assert_eq!(after, before);
+    let fresh = acquire(&cluster.client(2), "new", "n", LockMode::Exclusive, 0)
+        .await
+        .unwrap();
+    assert!(fresh.token > held.iter().map(|h| h.token).max().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_purged_log_is_restored_by_snapshot() {
+    // Snapshot every 20 entries so the log behind them is purged quickly.
+    let mut cluster = Cluster::start_with(3, &["--snapshot-after-entries", "20"]);
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.kill(follower);
+    // 40 entries: two snapshots, and the log before the first one is purged (a node keeps one snapshot
+    // interval of log behind its snapshot), so the follower cannot catch up from the log alone.
+    let c = cluster.client(leader);
+    for i in 0..40 {
+        acquire(&c, &format!("keep-{i}"), "k", LockMode::Exclusive, 0)
+            .await
+            .unwrap();
+    }
+    let target = cluster.applied(leader).await;
+    cluster.restart(follower);
+    cluster.applied_at_least(follower, target).await;
+    assert_eq!(
+        cluster.client(follower).locks().await.unwrap().locks.len(),
+        40
+    );
+    // And the follower's own restart works from its snapshot file.
+    cluster.kill(follower);
+    cluster.restart(follower);
+    cluster.applied_at_least(follower, target).await;
+    assert_eq!(
+        cluster.client(follower).locks().await.unwrap().locks.len(),
+        40
+    );
+}

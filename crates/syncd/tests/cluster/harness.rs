@@ -8,6 +8,8 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use syncd_client::Client;
@@ -24,19 +26,25 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct Cluster {
     dir: TempDir,
     peers: BTreeMap<u64, String>,
-    children: BTreeMap<u64, Child>,
+    children: Mutex<BTreeMap<u64, Child>>,
     extra_args: Vec<String>,
 }
 
-/// Picks free loopback ports by binding port 0 and releasing it.
+/// Picks free loopback ports below the kernel's ephemeral range (32768 and up on Linux), so that no outgoing
+/// connection of a concurrently running test can take a port between its choice here and the node binding it.
+/// Ports come from a process-wide counter, so concurrent tests in this binary never pick the same one.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 2_700;
+        let port = base + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 impl Cluster {
@@ -55,7 +63,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             peers,
-            children: BTreeMap::new(),
+            children: Mutex::new(BTreeMap::new()),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         for id in 0..n {
@@ -99,7 +107,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("spawn syncd");
-        self.children.insert(id, child);
+        self.children.get_mut().unwrap().insert(id, child);
     }
 
     /// Node ids, running or not.
@@ -109,7 +117,19 @@ impl Cluster {
 
     /// Ids of the running nodes.
     pub fn running(&self) -> Vec<u64> {
-        self.children.keys().copied().collect()
+        self.children.lock().unwrap().keys().copied().collect()
+    }
+
+    /// Fails the test at once, with the node's log, when a node that should be running has exited.
+    fn assert_alive(&self) {
+        for (id, child) in self.children.lock().unwrap().iter_mut() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "node {id} exited unexpectedly ({status}):\n{}",
+                    tail(&self.log(*id), 40)
+                );
+            }
+        }
     }
 
     /// A client for node `id`.
@@ -119,7 +139,7 @@ impl Cluster {
 
     /// Kills node `id` with SIGKILL: no shutdown code runs.
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut child) = self.children.remove(&id) {
+        if let Some(mut child) = self.children.get_mut().unwrap().remove(&id) {
             child.kill().expect("SIGKILL");
             child.wait().expect("reap");
         }
@@ -127,7 +147,7 @@ impl Cluster {
 
     /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns whether it exited with status 0.
     pub fn terminate(&mut self, id: u64) -> bool {
-        let Some(mut child) = self.children.remove(&id) else {
+        let Some(mut child) = self.children.get_mut().unwrap().remove(&id) else {
             return false;
         };
         let status = Command::new("kill")
@@ -151,7 +171,7 @@ impl Cluster {
 
     /// Starts node `id` again on its old address and data directory.
     pub fn restart(&mut self, id: u64) {
-        assert!(!self.children.contains_key(&id), "node {id} is running");
+        assert!(!self.running().contains(&id), "node {id} is running");
         self.spawn(id);
     }
 
@@ -163,11 +183,13 @@ impl Cluster {
     /// Waits until every running node names the same leader, which is itself running, and returns it.
     pub async fn leader(&self) -> u64 {
         eventually("a leader every running node agrees on", || async {
+            self.assert_alive();
+            let running = self.running();
             let mut seen = None;
-            for id in self.running() {
+            for id in running.iter().copied() {
                 let status = self.client(id).status().await.ok()?;
                 let leader = status.locks?.leader?;
-                if seen.is_some_and(|s| s != leader) || !self.children.contains_key(&leader) {
+                if seen.is_some_and(|s| s != leader) || !running.contains(&leader) {
                     return None;
                 }
                 seen = Some(leader);
@@ -180,6 +202,7 @@ impl Cluster {
     /// Waits until node `id` has applied at least `index`.
     pub async fn applied_at_least(&self, id: u64, index: u64) {
         eventually(&format!("node {id} to apply index {index}"), || async {
+            self.assert_alive();
             let status = self.client(id).status().await.ok()?;
             (status.locks?.applied_index? >= index).then_some(())
         })
@@ -195,7 +218,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (_, mut child) in std::mem::take(&mut self.children) {
+        let children = std::mem::take(self.children.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (_, mut child) in children {
             let _ = child.kill();
             let _ = child.wait();
         }

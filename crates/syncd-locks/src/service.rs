@@ -614,11 +614,16 @@ impl LockService {
         Ok(())
     }
 
-    /// Stops the node. A leader first hands leadership to its most up-to-date follower: it stops raft, waits out its
-    /// lease (followers refuse votes while it lasts), then asks that follower to campaign at once.
-    pub async fn shutdown(&self) {
+    /// Stops the node. With `hand_over`, a leader first hands leadership to its most up-to-date follower: it stops
+    /// raft, waits out its lease (followers refuse votes while it lasts), then asks that follower to campaign at
+    /// once. Without it (the whole cluster is stopping) raft just stops.
+    pub async fn shutdown(&self, hand_over: bool) {
         self.begin_shutdown();
-        let successor = self.pick_successor();
+        let successor = if hand_over {
+            self.pick_successor()
+        } else {
+            None
+        };
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }

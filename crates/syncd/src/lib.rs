@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             stop_signal().await;
-            node.stop().await;
+            node.stop(true).await;
             Ok(())
         }
         Command::Local(args) => local::run(args).await,

@@ -34,16 +34,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     print_banner(&peers, &args);
     stop_signal().await;
-    futures_join_all(nodes).await;
-    Ok(())
-}
-
-async fn futures_join_all(nodes: Vec<Node>) {
-    let mut tasks = tokio::task::JoinSet::new();
+    // Every node stops at once, so there is nobody to hand raft leadership to.
+    let mut stopping = tokio::task::JoinSet::new();
     for node in nodes {
-        tasks.spawn(node.stop());
+        stopping.spawn(node.stop(false));
     }
-    while tasks.join_next().await.is_some() {}
+    while stopping.join_next().await.is_some() {}
+    Ok(())
 }
 
 fn print_banner(peers: &BTreeMap<u64, String>, args: &LocalArgs) {

@@ -131,8 +131,9 @@ impl Node {
     }
 
     /// Stops the node: waiting acquires withdraw, in-flight requests finish (within the grace period), a raft
-    /// leader hands leadership over, storage is closed.
-    pub async fn stop(self) {
+    /// leader hands leadership over (unless `hand_over` is false because the whole cluster is stopping), storage is
+    /// closed.
+    pub async fn stop(self, hand_over: bool) {
         if let Some(locks) = &self.locks {
             locks.begin_shutdown();
         }
@@ -148,7 +149,7 @@ impl Node {
             }
         }
         if let Some(locks) = &self.locks {
-            locks.shutdown().await;
+            locks.shutdown(hand_over).await;
         }
         tracing::info!(id = self.id, "node stopped");
     }

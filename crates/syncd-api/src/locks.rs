@@ -3,6 +3,8 @@
 //! Request bodies reject unknown fields so that a typo such as `"ttl"` for `"ttl_ms"` is a 400, not a silently
 //! ignored setting.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// The lease given when a request names none.
@@ -154,6 +156,25 @@ pub struct LockInfo {
 pub struct LockList {
     /// Every lock with holders or waiters, by name.
     pub locks: Vec<LockInfo>,
+}
+
+/// `POST /internal/locks/membership`: a change to the lock raft group, sent by the operator to any lock node
+/// (which forwards it to the leader). Answers 200 `{"done":true}` or a 503 problem to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MembershipChange {
+    /// Add a non-voting member and wait (bounded) until it has caught up with the log.
+    AddLearner {
+        /// Its node id.
+        id: u64,
+        /// The `host:port` peers reach it on.
+        addr: String,
+    },
+    /// Make exactly these nodes the voters (joint consensus inside raft); members not listed are removed.
+    SetVoters {
+        /// The new voter set; each must already be a member (voter or learner).
+        voters: BTreeSet<u64>,
+    },
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ use syncd_api::status::NodeStatus;
 pub use error::ClientError;
 pub use syncd_api::{self, ErrorCode, Problem};
 
+/// Smallest timeout of a membership change (the server allows a learner 20 s to catch up).
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(40);
 /// The time limit of a call, unless set with [`Client::with_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An acquire with `wait_ms` gets at least `wait_ms` plus this long before the client gives up on it.
@@ -153,6 +155,24 @@ impl Client {
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         let url = self.url(&["v1", "status"])?;
         self.call(Method::GET, url, None::<&()>, self.timeout).await
+    }
+
+    /// `POST /internal/locks/membership`: changes the lock raft group (the operator's call; any lock node forwards
+    /// it to the leader). Adding a learner waits until it has caught up, so give this call a generous timeout.
+    pub async fn change_lock_membership(
+        &self,
+        change: &syncd_api::locks::MembershipChange,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&["internal", "locks", "membership"])?;
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                url,
+                Some(change),
+                self.timeout.max(MEMBERSHIP_TIMEOUT),
+            )
+            .await?;
+        Ok(())
     }
 
     /// `GET /healthz`: `Ok` when the process answers with a 2xx.

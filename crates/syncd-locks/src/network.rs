@@ -31,6 +31,10 @@ pub(crate) mod paths {
     pub const ELECT: &str = "/internal/raft/elect";
     pub const WRITE: &str = "/internal/locks/write";
     pub const READ_INDEX: &str = "/internal/locks/read-index";
+    /// The operator's entry point: any node, forwarded to the leader.
+    pub const MEMBERSHIP: &str = "/internal/locks/membership";
+    /// Where followers forward a membership change: the leader only.
+    pub const MEMBERSHIP_ON_LEADER: &str = "/internal/locks/membership/on-leader";
 }
 
 /// A pool of HTTP clients, one per peer address.

@@ -5,6 +5,9 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -12,10 +15,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use syncd_api::Problem;
+use syncd_api::problem::PROBLEM_JSON;
 use syncd_lock_table::Command;
 
 use crate::network::paths;
-use crate::service::{LockService, ReadIndexReply, WriteReply};
+use crate::service::{LockService, MembershipChange, MembershipReply, ReadIndexReply, WriteReply};
 use crate::types::{NodeId, TypeConfig};
 
 /// Raft batches and snapshot chunks can be far larger than a public lock call.
@@ -30,6 +35,8 @@ pub fn router(service: Arc<LockService>) -> Router {
         .route(paths::ELECT, post(elect))
         .route(paths::WRITE, post(write))
         .route(paths::READ_INDEX, post(read_index))
+        .route(paths::MEMBERSHIP, post(membership))
+        .route(paths::MEMBERSHIP_ON_LEADER, post(membership_on_leader))
         .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
         .with_state(service)
 }
@@ -68,4 +75,25 @@ async fn write(State(s): Svc, Json(command): Json<Command>) -> Json<WriteReply> 
 
 async fn read_index(State(s): Svc) -> Json<ReadIndexReply> {
     Json(s.read_index_local().await)
+}
+
+/// Membership changes from the operator: any node accepts them and forwards to the leader. Answers like the
+/// public API: 200 `{"done":true}`, or a problem+json to retry.
+async fn membership(State(s): Svc, Json(change): Json<MembershipChange>) -> Response {
+    match s.change_membership(&change).await {
+        Ok(()) => Json(serde_json::json!({"done": true})).into_response(),
+        Err(e) => {
+            let problem = Problem::new(e.code(), e.to_string());
+            let status =
+                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (status, [(CONTENT_TYPE, PROBLEM_JSON)], Json(problem)).into_response()
+        }
+    }
+}
+
+async fn membership_on_leader(
+    State(s): Svc,
+    Json(change): Json<MembershipChange>,
+) -> Json<MembershipReply> {
+    Json(s.change_membership_local(&change).await)
 }

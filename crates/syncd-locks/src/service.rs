@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+pub use syncd_api::locks::MembershipChange;
 use syncd_api::locks::{
     AcquireRequest, AcquireResponse, LockInfo, LockList, LockMode, ReleaseRequest, RenewRequest,
     RenewResponse,
@@ -38,6 +40,10 @@ const QUORUM_WAIT: Duration = Duration::from_secs(5);
 const WAIT_GRACE: Duration = Duration::from_millis(1500);
 /// How often the leader checks whether a lease or a wait is due.
 const TICK_EVERY: Duration = Duration::from_millis(50);
+/// How long a membership change may take, a learner's catch-up included.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
+/// How long adding a learner waits for it to catch up before answering "ask again".
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(20);
 
 /// Settings of the lock role of one node.
 #[derive(Debug, Clone)]
@@ -78,49 +84,39 @@ impl LockConfig {
     }
 }
 
-/// What the leader answers a forwarded write.
+/// What the leader answers a call forwarded to it (a write, a read index, a membership change).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum WriteReply {
-    /// Committed and applied at `index` with this outcome.
-    Written {
-        /// Log index of the entry.
-        index: u64,
-        /// What the state machine answered.
-        outcome: Outcome,
-    },
-    /// This node is not the leader; nothing was proposed.
+#[serde(tag = "result", content = "value", rename_all = "snake_case")]
+pub enum LeaderReply<T> {
+    /// Done, with this answer.
+    Ok(T),
+    /// This node is not the leader; nothing was done.
     NotLeader {
         /// The leader it knows of.
         leader: Option<NodeId>,
     },
-    /// The write could not be completed (no quorum, shutting down).
+    /// The call could not be completed (no quorum, shutting down).
     Unavailable {
         /// Why.
         reason: String,
     },
 }
 
-/// What the leader answers a read-index request.
+/// A committed and applied write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum ReadIndexReply {
-    /// A read is linearizable once the reader has applied `index`.
-    Ready {
-        /// The read index.
-        index: u64,
-    },
-    /// This node is not the leader.
-    NotLeader {
-        /// The leader it knows of.
-        leader: Option<NodeId>,
-    },
-    /// Leadership could not be confirmed.
-    Unavailable {
-        /// Why.
-        reason: String,
-    },
+pub struct Written {
+    /// Log index of the entry.
+    pub index: u64,
+    /// What the state machine answered.
+    pub outcome: Outcome,
 }
+
+/// What a forwarded write answers.
+pub type WriteReply = LeaderReply<Written>;
+/// What a read-index request answers: the index a linearizable read must wait for.
+pub type ReadIndexReply = LeaderReply<u64>;
+/// What a membership change answers.
+pub type MembershipReply = LeaderReply<()>;
 
 /// The lock role of one node.
 pub struct LockService {
@@ -431,22 +427,73 @@ impl LockService {
         })
     }
 
-    /// Proposes a command on the leader, forwarding it when this node is not the leader. Retries only where the
-    /// command certainly was not proposed (not the leader, connection refused).
+    /// Proposes a command on the leader, forwarding it when this node is not the leader.
     async fn propose(&self, command: Command) -> Result<(u64, Outcome), LockError> {
-        let deadline = Instant::now() + QUORUM_WAIT;
+        let written = self
+            .on_leader(paths::WRITE, &command, QUORUM_WAIT, || {
+                self.write_local(command.clone())
+            })
+            .await?;
+        Ok((written.index, written.outcome))
+    }
+
+    /// Runs a call on the leader: `local` when this node leads, else a POST of `body` to the leader's `path`.
+    /// Retries (until `patience` runs out) only where the call certainly was not carried out: the target was not
+    /// the leader, or the connection was refused.
+    async fn on_leader<B, T, F, Fut>(
+        &self,
+        path: &str,
+        body: &B,
+        patience: Duration,
+        local: F,
+    ) -> Result<T, LockError>
+    where
+        B: Serialize,
+        T: DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: Future<Output = LeaderReply<T>>,
+    {
+        let deadline = Instant::now() + patience;
         loop {
             let (leader, addr) = self.wait_leader(deadline).await?;
             let reply = if leader == self.config.id {
-                self.write_local(command.clone()).await
+                local().await
             } else {
-                self.forward_write(&addr, &command, deadline).await?
+                self.forward(&addr, path, body, deadline).await?
             };
             match reply {
-                WriteReply::Written { index, outcome } => return Ok((index, outcome)),
-                WriteReply::NotLeader { .. } => self.backoff(deadline).await?,
-                WriteReply::Unavailable { reason } => return Err(LockError::Unavailable(reason)),
+                LeaderReply::Ok(value) => return Ok(value),
+                LeaderReply::NotLeader { .. } => self.backoff(deadline).await?,
+                LeaderReply::Unavailable { reason } => return Err(LockError::Unavailable(reason)),
             }
+        }
+    }
+
+    async fn forward<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &B,
+        deadline: Instant,
+    ) -> Result<LeaderReply<T>, LockError> {
+        let result = self
+            .clients
+            .get(addr)
+            .post(format!("http://{addr}{path}"))
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .json(body)
+            .send()
+            .await;
+        match result {
+            // Never sent: safe to try again once a leader is known.
+            Err(e) if e.is_connect() => Ok(LeaderReply::NotLeader { leader: None }),
+            Err(e) => Err(LockError::Unavailable(format!(
+                "the leader did not answer ({e}); the outcome is unknown"
+            ))),
+            Ok(resp) => resp
+                .json::<LeaderReply<T>>()
+                .await
+                .map_err(|e| LockError::Unavailable(format!("bad answer from the leader: {e}"))),
         }
     }
 
@@ -458,10 +505,10 @@ impl LockService {
         };
         match self.raft.client_write(stamped).await {
             Ok(resp) => match resp.data {
-                Some(outcome) => WriteReply::Written {
+                Some(outcome) => LeaderReply::Ok(Written {
                     index: resp.log_id.index,
                     outcome,
-                },
+                }),
                 None => WriteReply::Unavailable {
                     reason: "the state machine gave no outcome".to_owned(),
                 },
@@ -477,73 +524,64 @@ impl LockService {
         }
     }
 
-    async fn forward_write(
-        &self,
-        addr: &str,
-        command: &Command,
-        deadline: Instant,
-    ) -> Result<WriteReply, LockError> {
-        let result = self
-            .clients
-            .get(addr)
-            .post(format!("http://{addr}{}", paths::WRITE))
-            .timeout(deadline.saturating_duration_since(Instant::now()))
-            .json(command)
-            .send()
-            .await;
-        match result {
-            // Never sent: safe to try again once a leader is known.
-            Err(e) if e.is_connect() => Ok(WriteReply::NotLeader { leader: None }),
-            Err(e) => Err(LockError::Unavailable(format!(
-                "the leader did not answer ({e}); the outcome is unknown"
-            ))),
-            Ok(resp) => resp
-                .json::<WriteReply>()
-                .await
-                .map_err(|e| LockError::Unavailable(format!("bad answer from the leader: {e}"))),
-        }
-    }
-
     /// Makes the next local read linearizable.
     async fn linearizable_read(&self) -> Result<(), LockError> {
-        let deadline = Instant::now() + QUORUM_WAIT;
-        loop {
-            let (leader, addr) = self.wait_leader(deadline).await?;
-            let reply = if leader == self.config.id {
-                self.read_index_local().await
-            } else {
-                let result = self
-                    .clients
-                    .get(&addr)
-                    .post(format!("http://{addr}{}", paths::READ_INDEX))
-                    .timeout(deadline.saturating_duration_since(Instant::now()))
-                    .send()
-                    .await;
-                match result {
-                    Ok(resp) => resp.json::<ReadIndexReply>().await.map_err(|e| {
-                        LockError::Unavailable(format!("bad answer from the leader: {e}"))
-                    })?,
-                    Err(_) => ReadIndexReply::NotLeader { leader: None },
-                }
-            };
-            match reply {
-                ReadIndexReply::Ready { index } => return self.wait_applied(index, deadline).await,
-                ReadIndexReply::NotLeader { .. } => self.backoff(deadline).await?,
-                ReadIndexReply::Unavailable { reason } => {
-                    return Err(LockError::Unavailable(reason));
+        let started = Instant::now();
+        let index = self
+            .on_leader(paths::READ_INDEX, &(), QUORUM_WAIT, || {
+                self.read_index_local()
+            })
+            .await?;
+        self.wait_applied(index, started + QUORUM_WAIT).await
+    }
+
+    /// Changes the lock group's membership on the leader, forwarding when needed.
+    pub async fn change_membership(&self, change: &MembershipChange) -> Result<(), LockError> {
+        self.on_leader(paths::MEMBERSHIP_ON_LEADER, change, MEMBERSHIP_WAIT, || {
+            self.change_membership_local(change)
+        })
+        .await
+    }
+
+    /// Carries out a membership change on this node, which must be the leader.
+    pub async fn change_membership_local(&self, change: &MembershipChange) -> MembershipReply {
+        let result = match change {
+            MembershipChange::AddLearner { id, addr } => {
+                let adding = self.raft.add_learner(*id, BasicNode::new(addr), true);
+                match tokio::time::timeout(LEARNER_CATCH_UP, adding).await {
+                    Ok(result) => result.map(|_| ()),
+                    Err(_) => {
+                        return LeaderReply::Unavailable {
+                            reason: format!("learner {id} has not caught up yet; ask again"),
+                        };
+                    }
                 }
             }
+            MembershipChange::SetVoters { voters } => self
+                .raft
+                .change_membership(voters.clone(), false)
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => LeaderReply::Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                LeaderReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => LeaderReply::Unavailable {
+                reason: e.to_string(),
+            },
         }
     }
 
     /// Confirms leadership with a quorum and returns the index a linearizable read must wait for.
     pub async fn read_index_local(&self) -> ReadIndexReply {
         match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => ReadIndexReply::Ready {
-                index: read.map(|l| l.index).unwrap_or(0),
-            },
+            Ok((read, _applied)) => LeaderReply::Ok(read.map(|l| l.index).unwrap_or(0)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                ReadIndexReply::NotLeader {
+                LeaderReply::NotLeader {
                     leader: f.leader_id,
                 }
             }

@@ -8,5 +8,6 @@ mod cluster {
     mod failover;
     pub mod harness;
     mod locks_basic;
+    mod membership;
     mod restart;
 }

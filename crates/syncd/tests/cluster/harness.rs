@@ -169,6 +169,20 @@ impl Cluster {
         }
     }
 
+    /// Starts a new node (the next id) that knows every member so far; it joins only once added to raft.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.peers.keys().max().map_or(0, |m| m + 1);
+        let port = free_ports(1)[0];
+        self.peers.insert(id, format!("127.0.0.1:{port}"));
+        self.spawn(id);
+        id
+    }
+
+    /// The address of node `id`.
+    pub fn addr(&self, id: u64) -> String {
+        self.peers[&id].clone()
+    }
+
     /// Starts node `id` again on its old address and data directory.
     pub fn restart(&mut self, id: u64) {
         assert!(!self.running().contains(&id), "node {id} is running");

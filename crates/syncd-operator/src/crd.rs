@@ -261,8 +261,27 @@ mod tests {
     fn crd_has_names_status_and_rules() {
         let crd = SyncCluster::crd();
         let yaml = serde_yaml_ng::to_string(&crd).unwrap();
-        println!("{yaml}");
         assert_eq!(crd.spec.names.short_names, Some(vec!["sync".to_owned()]));
         assert!(yaml.contains("x-kubernetes-validations"));
+        let version = &crd.spec.versions[0];
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+    }
+
+    /// The CRD is generated from these types and committed twice (plain manifests and the Helm chart); this
+    /// fails when either copy is stale. Regenerate with `bash manifests/generate.sh`.
+    #[test]
+    fn committed_crds_are_up_to_date() {
+        let generated = crate::crd_yaml().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for path in [
+            "manifests/crds/syncclusters.syncd.dev.yaml",
+            "charts/syncd-operator/crds/syncclusters.syncd.dev.yaml",
+        ] {
+            let committed = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{path} is stale or missing: run `bash manifests/generate.sh` and commit the result"
+            );
+        }
     }
 }

@@ -94,12 +94,17 @@ pub fn env(
 /// `0=<cluster>-locks-0.<cluster>-locks-peers.<ns>.svc:7080,1=...` for ordinals `0..replicas`: each lock pod's
 /// stable DNS name through the headless peers Service. The node id is the StatefulSet ordinal.
 pub fn lock_peers(cluster: &str, namespace: &str, replicas: i32) -> String {
-    let statefulset = Component::Locks.object_name(cluster);
-    let service = Component::Locks.peers_service_name(cluster);
     (0..replicas.max(0))
-        .map(|i| format!("{i}={statefulset}-{i}.{service}.{namespace}.svc:{HTTP_PORT}"))
+        .map(|i| format!("{i}={}", lock_peer_addr(cluster, namespace, i as u64)))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The `host:port` lock pod `ordinal` is reached on by its peers (and named by in raft membership).
+pub fn lock_peer_addr(cluster: &str, namespace: &str, ordinal: u64) -> String {
+    let statefulset = Component::Locks.object_name(cluster);
+    let service = Component::Locks.peers_service_name(cluster);
+    format!("{statefulset}-{ordinal}.{service}.{namespace}.svc:{HTTP_PORT}")
 }
 
 /// A stable hash (FNV-1a, 64 bits, hex) of the config data and the image, for the pod template annotation

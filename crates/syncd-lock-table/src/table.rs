@@ -303,12 +303,7 @@ impl LockTable {
                 }
                 // Upgrade: at once when no one else holds the lock (a new grant, so a new token) ...
                 _ if sole_holder => {
-                    self.state.last_token += 1;
-                    *hold = Hold {
-                        mode,
-                        token: self.state.last_token,
-                        expires_at_ms,
-                    };
+                    *hold = new_hold(&mut self.state.last_token, mode, expires_at_ms);
                     let outcome = granted(hold);
                     self.deadlines.insert((expires_at_ms, name.to_owned()));
                     return outcome;
@@ -331,12 +326,7 @@ impl LockTable {
         }
 
         if lock.waiters.is_empty() && lock.compatible_with_holders(owner, mode) {
-            self.state.last_token += 1;
-            let hold = Hold {
-                mode,
-                token: self.state.last_token,
-                expires_at_ms,
-            };
+            let hold = new_hold(&mut self.state.last_token, mode, expires_at_ms);
             let outcome = granted(&hold);
             lock.holders.insert(owner.to_owned(), hold);
             self.deadlines.insert((expires_at_ms, name.to_owned()));
@@ -444,15 +434,10 @@ impl LockTable {
             let Some(head) = lock.waiters.pop_front() else {
                 return;
             };
-            self.state.last_token += 1;
             let expires_at_ms = clock.saturating_add(head.ttl_ms);
             lock.holders.insert(
                 head.owner.clone(),
-                Hold {
-                    mode: head.mode,
-                    token: self.state.last_token,
-                    expires_at_ms,
-                },
+                new_hold(&mut self.state.last_token, head.mode, expires_at_ms),
             );
             self.deadlines.insert((expires_at_ms, name.to_owned()));
             self.unmark_waiting(&head.owner, name);
@@ -508,6 +493,16 @@ impl LockTable {
             }
         }
         out
+    }
+}
+
+/// A new grant: the next fencing token from the table-wide counter.
+fn new_hold(last_token: &mut u64, mode: LockMode, expires_at_ms: u64) -> Hold {
+    *last_token += 1;
+    Hold {
+        mode,
+        token: *last_token,
+        expires_at_ms,
     }
 }
 

@@ -46,19 +46,17 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db =
-            Database::create(path).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
+        let db = Database::create(path).or_io(ErrorSubject::Store, ErrorVerb::Read)?;
         let tx = db
             .begin_write()
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+            .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         {
             tx.open_table(LOGS)
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+                .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
             tx.open_table(META)
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+                .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         }
-        tx.commit()
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        tx.commit().or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         Ok(LogStore { db: Arc::new(db) })
     }
 
@@ -71,25 +69,22 @@ impl LogStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?
+            .or_io(ErrorSubject::Store, ErrorVerb::Write)?
     }
 
     fn read_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StorageError> {
         let tx = db
             .begin_read()
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
+            .or_io(ErrorSubject::Store, ErrorVerb::Read)?;
         let table = tx
             .open_table(META)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?;
-        let Some(raw) = table
-            .get(key)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))?
-        else {
+            .or_io(ErrorSubject::Store, ErrorVerb::Read)?;
+        let Some(raw) = table.get(key).or_io(ErrorSubject::Store, ErrorVerb::Read)? else {
             return Ok(None);
         };
         serde_json::from_slice(raw.value())
             .map(Some)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, &e))
+            .or_io(ErrorSubject::Store, ErrorVerb::Read)
     }
 
     fn write_meta<T: Serialize>(
@@ -98,22 +93,20 @@ impl LogStore {
         value: &T,
         durability: Durability,
     ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        let bytes = serde_json::to_vec(value).or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         let mut tx = db
             .begin_write()
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+            .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         tx.set_durability(durability);
         {
             let mut table = tx
                 .open_table(META)
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+                .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
             table
                 .insert(key, bytes.as_slice())
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+                .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         }
-        tx.commit()
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
+        tx.commit().or_io(ErrorSubject::Store, ErrorVerb::Write)
     }
 }
 
@@ -125,20 +118,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
         self.blocking(move |db| {
-            let tx = db
-                .begin_read()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let tx = db.begin_read().or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
             let table = tx
                 .open_table(LOGS)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
             let iter = table
                 .range::<u64>((start, end))
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
             let mut out = Vec::new();
             for item in iter {
-                let (_, raw) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                let (_, raw) = item.or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
                 let entry: Entry = serde_json::from_slice(raw.value())
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
                 out.push(entry);
             }
             Ok(out)
@@ -153,19 +144,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         self.blocking(|db| {
             let last_purged: Option<LogId> = LogStore::read_meta(db, KEY_PURGED)?;
-            let tx = db
-                .begin_read()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let tx = db.begin_read().or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
             let table = tx
                 .open_table(LOGS)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-            let last = match table
-                .last()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?
-            {
+                .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
+            let last = match table.last().or_io(ErrorSubject::Logs, ErrorVerb::Read)? {
                 Some((_, raw)) => {
                     let entry: Entry = serde_json::from_slice(raw.value())
-                        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                        .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
                     Some(*entry.get_log_id())
                 }
                 None => last_purged,
@@ -215,29 +201,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+            let bytes = serde_json::to_vec(&entry).or_io(ErrorSubject::Logs, ErrorVerb::Write)?;
             encoded.push((entry.get_log_id().index, bytes));
         }
         let result = self
             .blocking(move |db| {
                 let mut tx = db
                     .begin_write()
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Write)?;
                 tx.set_durability(Durability::Immediate);
                 {
                     let mut table = tx
                         .open_table(LOGS)
-                        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                        .or_io(ErrorSubject::Logs, ErrorVerb::Write)?;
                     for (index, bytes) in &encoded {
                         table
                             .insert(*index, bytes.as_slice())
-                            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                            .or_io(ErrorSubject::Logs, ErrorVerb::Write)?;
                     }
                 }
                 // Durability::Immediate: commit returns after fsync, so the callback below never runs early.
-                tx.commit()
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+                tx.commit().or_io(ErrorSubject::Logs, ErrorVerb::Write)
             })
             .await;
         match &result {
@@ -251,46 +235,55 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.blocking(move |db| {
             let tx = db
                 .begin_write()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
             {
                 let mut table = tx
                     .open_table(LOGS)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
                 table
                     .retain_in::<u64, _>(log_id.index.., |_, _| false)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
             }
-            tx.commit()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            tx.commit().or_io(ErrorSubject::Logs, ErrorVerb::Delete)
         })
         .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.blocking(move |db| {
-            let bytes = serde_json::to_vec(&Some(log_id))
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            let bytes =
+                serde_json::to_vec(&Some(log_id)).or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
             let tx = db
                 .begin_write()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
             {
                 // One transaction: the purge marker and the deletion land together or not at all.
                 let mut meta = tx
                     .open_table(META)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
                 meta.insert(KEY_PURGED, bytes.as_slice())
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
                 let mut table = tx
                     .open_table(LOGS)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
                 table
                     .retain_in::<u64, _>(..=log_id.index, |_, _| false)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+                    .or_io(ErrorSubject::Logs, ErrorVerb::Delete)?;
             }
-            tx.commit()
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            tx.commit().or_io(ErrorSubject::Logs, ErrorVerb::Delete)
         })
         .await
+    }
+}
+
+/// Turns any error into a storage error about `subject`.
+trait OrStorageError<T> {
+    fn or_io(self, subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> Result<T, StorageError>;
+}
+
+impl<T, E: std::error::Error + 'static> OrStorageError<T> for Result<T, E> {
+    fn or_io(self, subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> Result<T, StorageError> {
+        self.map_err(|e| io_err(subject, verb, &e))
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -90,12 +90,50 @@ impl Context {
     }
 
     async fn event(&self, cluster: &SyncCluster, type_: EventType, reason: &str, note: String) {
+        self.publish(cluster, type_, reason, note, None).await;
+    }
+
+    /// An Event about one component's StatefulSet, which it names as the related object. The recorder tells
+    /// Events apart by type, reason, action, regarding and related object but not by note, and counts a repeat as
+    /// a series of the first: without the related object, "Created" (or "Scaled", "ComponentRemoved") of the
+    /// second and third component in one reconcile would only bump the count of the first one's Event, and their
+    /// notes would be lost.
+    async fn component_event(
+        &self,
+        cluster: &SyncCluster,
+        component: Component,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let statefulset = ObjectReference {
+            api_version: Some(StatefulSet::api_version(&()).into_owned()),
+            kind: Some(StatefulSet::kind(&()).into_owned()),
+            name: Some(component.object_name(&cluster.name_any())),
+            namespace: cluster.namespace(),
+            ..ObjectReference::default()
+        };
+        self.publish(cluster, type_, reason, note, Some(statefulset))
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        cluster: &SyncCluster,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
+        // The recorder merges Events with the same type, reason, action and objects into one series, keeping the
+        // first note. The note says what was done ("locks StatefulSet to 4 replicas", "added lock pod 3 ..."), so
+        // it doubles as the action (at most 128 characters): only true repeats become a series.
         let event = Event {
             type_,
             reason: reason.to_owned(),
+            action: note.chars().take(128).collect(),
             note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
+            secondary,
         };
         if let Err(e) = self
             .recorder
@@ -140,8 +178,9 @@ pub fn error_policy(cluster: Arc<SyncCluster>, error: &Error, ctx: Arc<Context>)
         *n = n.saturating_add(1);
         *n
     };
+    // The first failure waits 5 s: `failures` is at least 1 here.
     let backoff = Duration::from_secs(5)
-        .saturating_mul(1 << failures.min(6))
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
         .min(Duration::from_secs(300));
     tracing::warn!(cluster = %cluster.name_any(), error = %error, code = error.code(), ?backoff, "reconcile failed");
     let note = error.to_string();
@@ -227,8 +266,9 @@ async fn reconcile_component(
     if want == 0 {
         if existing.is_some() {
             delete_component(ctx, &name, namespace, component).await?;
-            ctx.event(
+            ctx.component_event(
                 cluster,
+                component,
                 EventType::Normal,
                 "ComponentRemoved",
                 format!("{} turned off: its objects were deleted", component.name()),
@@ -248,8 +288,9 @@ async fn reconcile_component(
     };
     if have != Some(replicas) {
         let verb = if have.is_none() { "Created" } else { "Scaled" };
-        ctx.event(
+        ctx.component_event(
             cluster,
+            component,
             EventType::Normal,
             verb,
             format!("{} StatefulSet to {replicas} replicas", component.name()),
@@ -557,3 +598,6 @@ pub async fn run(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests;

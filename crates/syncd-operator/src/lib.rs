@@ -17,6 +17,8 @@ pub mod controller;
 pub mod crd;
 pub mod election;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod lock_api;
 pub mod lockgroup;
 pub mod metrics;

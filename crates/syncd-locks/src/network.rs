@@ -29,6 +29,8 @@ pub(crate) mod paths {
     pub const VOTE: &str = "/internal/raft/vote";
     pub const SNAPSHOT: &str = "/internal/raft/snapshot";
     pub const ELECT: &str = "/internal/raft/elect";
+    /// The pod's preStop hook (an HTTP GET): hand leadership over before the container is stopped.
+    pub const HAND_OVER: &str = "/internal/locks/hand-over";
     pub const WRITE: &str = "/internal/locks/write";
     pub const READ_INDEX: &str = "/internal/locks/read-index";
     /// The operator's entry point: any node, forwarded to the leader.

@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -33,6 +33,7 @@ pub fn router(service: Arc<LockService>) -> Router {
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::ELECT, post(elect))
+        .route(paths::HAND_OVER, get(hand_over))
         .route(paths::WRITE, post(write))
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::MEMBERSHIP, post(membership))
@@ -67,6 +68,12 @@ async fn snapshot(
 /// Campaign now: the old leader calls this on its successor during a hand-over.
 async fn elect(State(s): Svc) -> Json<bool> {
     Json(s.raft().trigger().elect().await.is_ok())
+}
+
+/// Hands leadership over if this node leads (the preStop hook); answers once another node leads or it gave up.
+async fn hand_over(State(s): Svc) -> Json<serde_json::Value> {
+    let handed_over = s.hand_over().await;
+    Json(serde_json::json!({ "leader_elsewhere": handed_over }))
 }
 
 async fn write(State(s): Svc, Json(command): Json<Command>) -> Json<WriteReply> {

@@ -126,6 +126,8 @@ pub struct LockService {
     clients: PeerClients,
     /// Flips to true when the node starts shutting down: no new proposals, waiting acquires give up.
     stopping: watch::Sender<bool>,
+    /// True while a leadership hand-over is under way: the leader proposes nothing, so its lease can lapse.
+    handing_over: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for LockService {
@@ -193,6 +195,7 @@ impl LockService {
             table,
             clients,
             stopping: watch::Sender::new(false),
+            handing_over: watch::Sender::new(false),
         });
         tokio::spawn(tick_leases(Arc::downgrade(&service)));
         Ok(service)
@@ -499,6 +502,10 @@ impl LockService {
 
     /// Proposes a command on this node, which must be the leader. Used by the peer endpoint and by [`Self::propose`].
     pub async fn write_local(&self, command: Command) -> WriteReply {
+        if *self.handing_over.borrow() {
+            // Any append would renew the followers' view of this leader's lease and block the hand-over.
+            return LeaderReply::NotLeader { leader: None };
+        }
         let stamped = Stamped {
             now_ms: now_ms(),
             command,
@@ -652,34 +659,61 @@ impl LockService {
         Ok(())
     }
 
-    /// Stops the node. With `hand_over`, a leader first hands leadership to its most up-to-date follower: it stops
-    /// raft, waits out its lease (followers refuse votes while it lasts), then asks that follower to campaign at
-    /// once. Without it (the whole cluster is stopping) raft just stops.
+    /// Stops the node: with `hand_over`, a leader first hands leadership over ([`Self::hand_over`]); without it
+    /// (the whole cluster is stopping) raft just stops.
     pub async fn shutdown(&self, hand_over: bool) {
         self.begin_shutdown();
-        let successor = if hand_over {
-            self.pick_successor()
-        } else {
-            None
-        };
+        if hand_over {
+            self.hand_over().await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
-        let Some((id, addr)) = successor else {
-            return;
+    }
+
+    /// Hands leadership to the most up-to-date follower, if this node leads; returns whether another node leads
+    /// now. Used by the pod's preStop hook and on SIGTERM.
+    ///
+    /// openraft 0.9 has no leadership transfer, and followers refuse votes while they hear from a leader (its
+    /// lease). So the leader goes quiet: it refuses new writes, stops heartbeats and its own campaigns, waits out
+    /// its lease, then asks the chosen follower to campaign at once. It stays a working follower afterwards.
+    pub async fn hand_over(&self) -> bool {
+        let Some((id, addr)) = self.pick_successor() else {
+            return self.raft.metrics().borrow().current_leader != Some(self.config.id);
         };
+        self.handing_over.send_replace(true);
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
         tokio::time::sleep(Duration::from_millis(self.config.election_timeout_ms * 2)).await;
-        let result = self
+        let asked = self
             .clients
             .get(&addr)
             .post(format!("http://{addr}{}", paths::ELECT))
             .timeout(Duration::from_secs(1))
             .send()
             .await;
-        match result {
-            Ok(_) => tracing::info!(successor = id, "handed lock leadership over"),
-            Err(e) => tracing::warn!(successor = id, error = %e, "could not hand leadership over"),
+        if let Err(e) = &asked {
+            tracing::warn!(successor = id, error = %e, "could not ask the successor to campaign");
         }
+        let mut metrics = self.raft.metrics();
+        let handed = timeout_at(
+            Instant::now() + Duration::from_millis(self.config.election_timeout_ms * 3),
+            metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != self.config.id)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        self.handing_over.send_replace(false);
+        if handed {
+            tracing::info!(successor = id, "handed lock leadership over");
+        } else {
+            tracing::warn!(
+                successor = id,
+                "leadership hand-over did not complete; followers will elect after the lease"
+            );
+        }
+        handed
     }
 
     /// The voter (not this node) that has replicated the most of the log, when this node leads.

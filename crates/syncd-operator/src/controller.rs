@@ -128,6 +128,8 @@ impl Context {
         // The recorder merges Events with the same type, reason, action and objects into one series, keeping the
         // first note. The note says what was done ("locks StatefulSet to 4 replicas", "added lock pod 3 ..."), so
         // it doubles as the action (at most 128 characters): only true repeats become a series.
+        // Event notes are limited to 1 KiB; a longer one (an error chain) would make the whole Event fail.
+        let note: String = note.chars().take(1000).collect();
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -286,18 +288,6 @@ async fn reconcile_component(
         Component::Locks => lock_step(cluster, ctx, namespace, want, have, obs).await?,
         _ => (want, None),
     };
-    if have != Some(replicas) {
-        let verb = if have.is_none() { "Created" } else { "Scaled" };
-        ctx.component_event(
-            cluster,
-            component,
-            EventType::Normal,
-            verb,
-            format!("{} StatefulSet to {replicas} replicas", component.name()),
-        )
-        .await;
-    }
-
     let desired = build::desired(cluster, component, replicas, build_ctx)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     apply(
@@ -316,6 +306,19 @@ async fn reconcile_component(
         &params,
     )
     .await?;
+
+    // Only once the apply went through: an Event must not claim a change that failed.
+    if have != Some(replicas) {
+        let verb = if have.is_none() { "Created" } else { "Scaled" };
+        ctx.component_event(
+            cluster,
+            component,
+            EventType::Normal,
+            verb,
+            format!("{} StatefulSet to {replicas} replicas", component.name()),
+        )
+        .await;
+    }
 
     let sts_status = sts.status.clone().unwrap_or_default();
     if component == Component::Locks && note.is_none() {
@@ -518,11 +521,8 @@ async fn delete_component(
 ) -> Result<(), Error> {
     let dp = DeleteParams::default();
     let object = component.object_name(name);
-    ignore_missing(
-        Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
-            .delete(&object, &dp)
-            .await,
-    )?;
+    // The StatefulSet goes last: its existence is what makes the next reconcile come back here, so a failure
+    // part-way leaves it in place and the rest is retried.
     ignore_missing(
         Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), namespace)
             .delete(&object, &dp)
@@ -538,6 +538,11 @@ async fn delete_component(
     ignore_missing(
         Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
             .delete(&component.config_name(name), &dp)
+            .await,
+    )?;
+    ignore_missing(
+        Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+            .delete(&object, &dp)
             .await,
     )?;
     Ok(())

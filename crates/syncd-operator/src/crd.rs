@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
     shortname = "sync",
     category = "syncd",
     doc = "A Syncd cluster: a replicated lock service, durable work queues and a coherent cache.",
+    // `<name>-queues` names a StatefulSet whose pods' controller-revision-hash label must fit in 63 characters.
+    validation = Rule::new("size(self.metadata.name) <= 45").message("metadata.name must be at most 45 characters: it prefixes StatefulSet names whose pod labels must fit in 63"),
     // Raw JSON printer columns: the structured `printcolumn(...)` form repeats `type_ = "string"`, which
     // clippy's duplicated_attributes lint mistakes for a duplicated attribute.
     printcolumn = r#"{"name":"Locks","type":"string","jsonPath":".status.locks.summary","description":"ready/desired lock replicas"}"#,

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 pub const LEASE_NAME: &str = "syncd-operator-leader";
 
 /// Starts contending for the lease in `namespace`. The receiver turns true while this replica leads. The
-/// background task keeps renewing as long as the receiver lives.
+/// background task keeps renewing as long as a receiver lives; once every receiver is dropped it releases the
+/// lease (so a standby takes over at once instead of waiting out the lease) and ends: await it before exiting.
 pub async fn contend(
     client: Client,
     namespace: &str,

@@ -85,8 +85,8 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         stop_tx.send_replace(true);
     });
 
-    let mut leading = if args.leader_election {
-        let (mut leading, _renewer) =
+    let election = if args.leader_election {
+        let (mut leading, renewer) =
             election::contend(client.clone(), &args.lease_namespace, &args.identity).await?;
         tracing::info!(identity = %args.identity, "waiting for the leader lease");
         let mut stop = stop_rx.clone();
@@ -94,7 +94,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
             won = leading.wait_for(|l| *l) => { won?; }
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
-        Some((leading, _renewer))
+        Some((leading, renewer))
     } else {
         None
     };
@@ -113,26 +113,40 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         args.default_image,
         args.lock_endpoint,
     ));
-    let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+    // The controller stops on a stop signal or when the lease is lost.
+    let mut lease_lost = election.as_ref().map(|(leading, _)| leading.clone());
     let shutdown = {
         let mut stop = stop_rx.clone();
         async move {
+            let lost = async {
+                match lease_lost.as_mut() {
+                    Some(leading) => {
+                        let _ = leading.wait_for(|l| !*l).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
-                _ = lost_rx.wait_for(|l| *l) => {}
+                _ = lost => {}
             }
         }
     };
-    if let Some((leading, _)) = leading.as_mut() {
-        let mut leading = leading.clone();
-        tokio::spawn(async move {
-            let _ = leading.wait_for(|l| !*l).await;
-            lost_tx.send_replace(true);
-        });
-    }
     controller::run(ctx, shutdown).await;
     metrics.set_leader(false);
-    let lost = leading.as_ref().is_some_and(|(l, _)| !*l.borrow());
+    let lost = election
+        .as_ref()
+        .is_some_and(|(leading, _)| !*leading.borrow());
+    if let Some((leading, renewer)) = election {
+        // Dropping the last receiver makes the renewer release the lease; wait (briefly) until it has.
+        drop(leading);
+        if tokio::time::timeout(std::time::Duration::from_secs(5), renewer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the leader lease was not released in time");
+        }
+    }
     let _ = server.await;
     if lost {
         // Another replica may already reconcile: stop rather than race it; the Deployment restarts this one.

@@ -40,8 +40,9 @@ impl ComponentObservation {
         })
     }
 
-    fn settled(&self) -> bool {
-        self.replicas == self.desired && self.updated >= self.replicas && self.ready >= self.desired
+    /// Whether the StatefulSet is still being resized or rolled: progress, not (yet) a problem.
+    fn moving(&self) -> bool {
+        self.replicas != self.desired || self.updated < self.replicas
     }
 }
 
@@ -130,15 +131,21 @@ pub fn compute(
         })
         .map(|(name, c)| format!("{name} {}/{} ready", c.ready, c.desired))
         .collect();
-    let unsettled: Vec<String> = components
+    let moving: Vec<String> = components
         .iter()
-        .filter(|(_, c)| !c.settled())
+        .filter(|(_, c)| c.moving())
         .map(|(name, c)| {
             format!(
-                "{name}: {} of {} replicas, {} ready, {} updated",
-                c.replicas, c.desired, c.ready, c.updated
+                "{name}: {} of {} replicas, {} updated",
+                c.replicas, c.desired, c.updated
             )
         })
+        .collect();
+    // Pods that are not ready while nothing is being resized or rolled: that needs attention.
+    let short: Vec<String> = components
+        .iter()
+        .filter(|(_, c)| c.desired > 0 && !c.moving() && c.ready < c.desired)
+        .map(|(name, c)| format!("{name} {}/{} ready", c.ready, c.desired))
         .collect();
 
     let (available, available_reason, available_message) = if let Some(why) = &obs.invalid_spec {
@@ -157,7 +164,7 @@ pub fn compute(
         .in_progress
         .clone()
         .into_iter()
-        .chain(unsettled.iter().cloned())
+        .chain(moving.iter().cloned())
         .collect::<Vec<_>>()
         .join("; ");
     let progressing = obs.invalid_spec.is_none() && !progressing_message.is_empty();
@@ -169,10 +176,8 @@ pub fn compute(
 
     let (degraded, degraded_reason, degraded_message) = if let Some(why) = &obs.invalid_spec {
         (true, "InvalidSpec", why.clone())
-    } else if !progressing && !not_serving.is_empty() {
-        (true, "ReplicasNotReady", not_serving.join("; "))
-    } else if !progressing && !unsettled.is_empty() {
-        (true, "ReplicasNotReady", unsettled.join("; "))
+    } else if !short.is_empty() {
+        (true, "ReplicasNotReady", short.join("; "))
     } else {
         (false, "AsExpected", "nothing needs attention".to_owned())
     };
@@ -349,6 +354,21 @@ mod tests {
         let s = compute(&obs, None, Timestamp::UNIX_EPOCH);
         assert_eq!(get(&s, "Available").status, "False");
         assert_eq!(get(&s, "Available").reason, "NotEnoughReadyPods");
+    }
+
+    #[test]
+    fn pods_that_stay_unready_are_degraded_not_progress() {
+        let mut obs = healthy();
+        obs.queues.ready = 2;
+        let s = compute(&obs, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(get(&s, "Progressing").status, "False");
+        let degraded = get(&s, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ReplicasNotReady")
+        );
+        assert!(degraded.message.contains("queues 2/3"));
+        assert_eq!(get(&s, "Available").status, "True");
     }
 
     #[test]

@@ -8,10 +8,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -158,6 +159,7 @@ fn container(scope: &Scope, spec: &SyncClusterSpec, settings: &PodSettings) -> C
         startup_probe: Some(startup_probe()),
         liveness_probe: Some(liveness_probe()),
         readiness_probe: Some(readiness_probe()),
+        lifecycle: (scope.component == Component::Locks).then(hand_over_hook),
         resources: Some(settings.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
@@ -165,6 +167,21 @@ fn container(scope: &Scope, spec: &SyncClusterSpec, settings: &PodSettings) -> C
             mount(TMP_VOLUME, "/tmp"),
         ]),
         ..Container::default()
+    }
+}
+
+/// The path of the lock role's leadership hand-over (an HTTP GET, so the hook needs no shell in the image).
+pub const HAND_OVER_PATH: &str = "/internal/locks/hand-over";
+
+/// Before a lock pod is stopped, a leader hands leadership to its most up-to-date follower (syncd does it again
+/// on SIGTERM; the hook makes it happen before the endpoint is removed from Services).
+fn hand_over_hook() -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            http_get: http_get(HAND_OVER_PATH),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
     }
 }
 
@@ -621,5 +638,28 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(claim.storage_class_name, None);
+    }
+}
+
+#[cfg(test)]
+mod hand_over_tests {
+    use super::super::fixtures::{cluster, ctx};
+    use super::super::{Component, desired};
+    use super::HAND_OVER_PATH;
+
+    #[test]
+    fn only_lock_pods_hand_leadership_over_before_stopping() {
+        for component in Component::ALL {
+            let d = desired(&cluster("demo"), component, 3, &ctx()).unwrap();
+            let pod = d.statefulset.spec.unwrap().template.spec.unwrap();
+            let hook = pod.containers[0].lifecycle.clone().and_then(|l| l.pre_stop);
+            match component {
+                Component::Locks => {
+                    let get = hook.unwrap().http_get.unwrap();
+                    assert_eq!(get.path.as_deref(), Some(HAND_OVER_PATH));
+                }
+                _ => assert!(hook.is_none(), "{component:?}"),
+            }
+        }
     }
 }

@@ -71,17 +71,18 @@ async fn create_applies_every_component_and_reports_progress() {
         if component == Component::Locks {
             scenario.push(list_lock_pods(&[]));
         }
-        // One Event per component, each about its own StatefulSet (not a repeat of the first).
-        scenario.push(component_event(
-            "Created",
-            component,
-            format!("{} StatefulSet to {replicas} replicas", component.name()),
-        ));
         // A new StatefulSet: the controller has not created its pods yet.
         scenario.extend(apply_component(
             component,
             replicas,
             sts_status(0, 0, 0, None),
+        ));
+        // One Event per component once its objects are applied, each about its own StatefulSet (not a repeat
+        // of the first).
+        scenario.push(component_event(
+            "Created",
+            component,
+            format!("{} StatefulSet to {replicas} replicas", component.name()),
         ));
     }
     scenario.push(patch_status(&cluster, |s| {
@@ -159,16 +160,16 @@ async fn lock_scale_up_takes_one_step_per_reconcile() {
             Some(settled(&cluster, Component::Locks, 3)),
         ),
         list_lock_pods(&ready_lock_pods(3, "rev-a")),
-        component_event(
-            "Scaled",
-            Component::Locks,
-            "locks StatefulSet to 4 replicas",
-        ),
     ];
     scenario.extend(apply_component(
         Component::Locks,
         4,
         sts_status(3, 3, 3, rev),
+    ));
+    scenario.push(component_event(
+        "Scaled",
+        Component::Locks,
+        "locks StatefulSet to 4 replicas",
     ));
     scenario.extend([absent(Component::Queues), absent(Component::Cache)]);
     scenario.push(patch_status(&cluster, |s| {
@@ -291,13 +292,13 @@ async fn lock_scale_down_leaves_raft_before_the_statefulset_shrinks() {
     let mut scenario = vec![
         get_statefulset(Component::Locks, Some(five)),
         list_lock_pods(&pods),
-        component_event(
-            "Scaled",
-            Component::Locks,
-            "locks StatefulSet to 4 replicas",
-        ),
     ];
     scenario.extend(apply_component(Component::Locks, 4, ready(5)));
+    scenario.push(component_event(
+        "Scaled",
+        Component::Locks,
+        "locks StatefulSet to 4 replicas",
+    ));
     scenario.extend([absent(Component::Queues), absent(Component::Cache)]);
     scenario.push(patch_status(&cluster, |s| {
         let message = &condition(s, "Progressing").message;
@@ -362,12 +363,13 @@ async fn a_component_turned_off_is_deleted_and_missing_objects_are_fine() {
     scenario.extend(apply_component(Component::Queues, 3, ready(3)));
     scenario.extend([
         get_statefulset(Component::Cache, Some(cache)),
-        delete::<StatefulSet>("demo-cache", true),
         // Already gone (an earlier, interrupted removal): tolerated.
         delete::<PodDisruptionBudget>("demo-cache", false),
         delete::<Service>("demo-cache", true),
         delete::<Service>("demo-cache-peers", false),
         delete::<ConfigMap>("demo-cache-config", true),
+        // The StatefulSet last, so an interrupted removal is found again on the next reconcile.
+        delete::<StatefulSet>("demo-cache", true),
         component_event("ComponentRemoved", Component::Cache, "cache turned off"),
         patch_status(&cluster, |s| {
             assert!(s.cache.is_none(), "{:?}", s.cache);
@@ -389,15 +391,7 @@ async fn a_component_turned_off_is_deleted_and_missing_objects_are_fine() {
 async fn api_failure_fails_the_reconcile_and_backs_off() {
     let cluster = Arc::new(cluster(3, 3, 3));
     let lock = FakeLockGroup::unreachable("connection refused");
-    let mut scenario = vec![
-        get_statefulset(Component::Locks, None),
-        list_lock_pods(&[]),
-        component_event(
-            "Created",
-            Component::Locks,
-            "locks StatefulSet to 3 replicas",
-        ),
-    ];
+    let mut scenario = vec![get_statefulset(Component::Locks, None), list_lock_pods(&[])];
     let mut applies = apply_component(Component::Locks, 3, sts_status(0, 0, 0, None));
     // ConfigMap and Services go through; the StatefulSet apply fails and nothing after it is tried.
     applies.truncate(3);

@@ -130,3 +130,40 @@ async fn sigterm_hands_leadership_over_and_exits_zero() {
     .unwrap();
     assert!(fresh.token > granted.iter().map(|g| g.2).max().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prestop_hand_over_moves_leadership_and_keeps_serving() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let granted = grant_many(&cluster, "kept", 3).await;
+    let (status, body) = cluster
+        .client(leader)
+        .get_raw("/internal/locks/hand-over")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["leader_elsewhere"], true);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    // The old leader is a working follower: it still answers and forwards.
+    assert_still_held(&cluster, leader, &granted).await;
+    let fresh = acquire(
+        &cluster.client(leader),
+        "after",
+        "n",
+        LockMode::Exclusive,
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(fresh.token > granted.iter().map(|g| g.2).max().unwrap());
+    // On a follower the hook is a no-op that reports the leader is elsewhere.
+    let (_, body) = cluster
+        .client(leader)
+        .get_raw("/internal/locks/hand-over")
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["leader_elsewhere"], true);
+}

@@ -49,6 +49,14 @@ pub enum Command {
     },
     /// Only advance the clock, expiring due leases and waits.
     Tick,
+    /// A node announces the incarnation of its storage (a random number made when its data directory was created).
+    /// A known node with a new incarnation has lost its disk: it must rejoin raft as a new member.
+    RegisterNode {
+        /// Node id.
+        id: u64,
+        /// The incarnation of its storage.
+        incarnation: u64,
+    },
 }
 
 impl Command {
@@ -59,7 +67,7 @@ impl Command {
             | Command::Release { name, .. }
             | Command::Renew { name, .. }
             | Command::CancelWait { name, .. } => Some(name),
-            Command::Tick => None,
+            Command::Tick | Command::RegisterNode { .. } => None,
         }
     }
 }
@@ -104,4 +112,9 @@ pub enum Outcome {
     },
     /// The clock moved.
     Ticked,
+    /// The node's incarnation is recorded; `previous` is the one recorded before, if any.
+    Registered {
+        /// The incarnation recorded before this command.
+        previous: Option<u64>,
+    },
 }

@@ -8,6 +8,9 @@
 //! - [`table`]: the table itself: holders, FIFO waiters, leases, fencing tokens, conversions.
 //! - [`deadlock`]: the wait-for graph search that refuses a request which would close a cycle.
 //!
+//! The replicated state also records each node's storage incarnation ([`Command::RegisterNode`]), so a node that
+//! lost its disk can be told apart from one that restarted.
+//!
 //! Guarantees, for every sequence of commands:
 //! - a lock has either any number of shared holders or exactly one exclusive holder;
 //! - fencing tokens come from one counter, so each grant's token is greater than every token granted before it;

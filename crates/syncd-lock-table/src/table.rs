@@ -65,6 +65,9 @@ pub struct TableState {
     last_token: u64,
     /// Locks with holders or waiters.
     locks: BTreeMap<String, Lock>,
+    /// The storage incarnation of every node that registered one (node id -> incarnation).
+    #[serde(default)]
+    nodes: BTreeMap<u64, u64>,
 }
 
 /// The lock table: the replicated [`TableState`] plus indexes derived from it.
@@ -195,6 +198,9 @@ impl LockTable {
             } => self.renew(name, owner, *ttl_ms, *token),
             Command::CancelWait { name, owner } => self.cancel_wait(name, owner),
             Command::Tick => Outcome::Ticked,
+            Command::RegisterNode { id, incarnation } => Outcome::Registered {
+                previous: self.state.nodes.insert(*id, *incarnation),
+            },
         };
         if let Some(name) = command.lock_name() {
             self.forget_if_idle(name);

@@ -798,3 +798,28 @@ fn snapshot_restore_grants_in_the_same_order_despite_stale_deadlines() {
     // In deadline order: `a`'s lease ended first, so its waiter has the smaller token.
     assert!(t.holder("a", "c4").unwrap().token < t.holder("b", "c2").unwrap().token);
 }
+
+#[test]
+fn node_registration_reports_the_previous_incarnation() {
+    let mut t = LockTable::new();
+    let register = |incarnation| Command::RegisterNode { id: 2, incarnation };
+    assert_eq!(
+        t.apply(1, &register(7)),
+        Outcome::Registered { previous: None }
+    );
+    assert_eq!(
+        t.apply(2, &register(7)),
+        Outcome::Registered { previous: Some(7) }
+    );
+    assert_eq!(
+        t.apply(3, &register(9)),
+        Outcome::Registered { previous: Some(7) }
+    );
+    // It survives a snapshot round trip.
+    let json = serde_json::to_string(t.state()).unwrap();
+    let mut restored = LockTable::from_state(serde_json::from_str(&json).unwrap());
+    assert_eq!(
+        restored.apply(4, &register(9)),
+        Outcome::Registered { previous: Some(9) }
+    );
+}

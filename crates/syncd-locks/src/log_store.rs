@@ -30,11 +30,13 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
+const KEY_INCARNATION: &str = "incarnation";
 
 /// The raft log store. Cheap to clone: clones share one database.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    incarnation: u64,
 }
 
 impl Debug for LogStore {
@@ -57,7 +59,24 @@ impl LogStore {
                 .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         }
         tx.commit().or_io(ErrorSubject::Store, ErrorVerb::Write)?;
-        Ok(LogStore { db: Arc::new(db) })
+        let incarnation = match LogStore::read_meta::<u64>(&db, KEY_INCARNATION)? {
+            Some(incarnation) => incarnation,
+            None => {
+                let incarnation = new_incarnation();
+                LogStore::write_meta(&db, KEY_INCARNATION, &incarnation, Durability::Immediate)?;
+                incarnation
+            }
+        };
+        Ok(LogStore {
+            db: Arc::new(db),
+            incarnation,
+        })
+    }
+
+    /// The incarnation of this storage: made once, when the database was created, and kept for its life. A node
+    /// whose incarnation changed has lost its disk.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Runs a blocking database operation off the async workers: a commit waits for fsync.
@@ -277,6 +296,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
     }
+}
+
+/// A number that differs between two creations of a store: the clock in nanoseconds mixed with the process id
+/// and a stack address, which is plenty to tell a node's old disk from its new one.
+fn new_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let marker = 0u8;
+    let address = std::ptr::addr_of!(marker) as usize as u64;
+    nanos ^ u64::from(std::process::id()).rotate_left(32) ^ address.rotate_left(17)
 }
 
 /// Turns any error into a storage error about `subject`.

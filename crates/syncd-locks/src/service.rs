@@ -151,6 +151,7 @@ impl LockService {
     pub async fn start(config: LockConfig) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir)?;
         let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
+        let incarnation = log.incarnation();
         let sm = LockStateMachine::open(&config.data_dir)?;
         let table = sm.shared();
         let raft_config = openraft::Config {
@@ -198,6 +199,7 @@ impl LockService {
             handing_over: watch::Sender::new(false),
         });
         tokio::spawn(tick_leases(Arc::downgrade(&service)));
+        tokio::spawn(register_incarnation(Arc::downgrade(&service), incarnation));
         Ok(service)
     }
 
@@ -716,6 +718,44 @@ impl LockService {
         handed
     }
 
+    /// One step of a rejoin after disk loss; `Ok(true)` once this node is a voter again with a fresh log.
+    async fn rejoin_step(&self, removed: &mut bool) -> Result<bool, LockError> {
+        let me = self.config.id;
+        let voters: std::collections::BTreeSet<NodeId> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().voter_ids().collect()
+        };
+        if !*removed {
+            if !voters.contains(&me) {
+                // Not a voter (a learner, or being scaled away): membership is the operator's business.
+                return Ok(true);
+            }
+            let others = voters.iter().copied().filter(|v| *v != me).collect();
+            self.change_membership(&MembershipChange::SetVoters { voters: others })
+                .await?;
+            *removed = true;
+            return Ok(false);
+        }
+        // Added back as a learner; the call returns once this node has caught up.
+        self.change_membership(&MembershipChange::AddLearner {
+            id: me,
+            addr: self.config.advertise.clone(),
+        })
+        .await?;
+        let voters = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let mut voters: std::collections::BTreeSet<NodeId> =
+                m.membership_config.membership().voter_ids().collect();
+            voters.insert(me);
+            voters
+        };
+        self.change_membership(&MembershipChange::SetVoters { voters })
+            .await?;
+        Ok(true)
+    }
+
     /// The voter (not this node) that has replicated the most of the log, when this node leads.
     fn pick_successor(&self) -> Option<(NodeId, String)> {
         let m = self.raft.metrics().borrow().clone();
@@ -761,6 +801,73 @@ impl Drop for CancelOnDrop {
                 tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
             }
         });
+    }
+}
+
+/// Registers this node's storage incarnation with the group. When the group knew another incarnation for this id,
+/// the node lost its disk: its log and its vote are gone, which raft's guarantees do not allow of a voter, so it
+/// leaves the voters, comes back as a learner, and is promoted once it has caught up.
+async fn register_incarnation(service: std::sync::Weak<LockService>, incarnation: u64) {
+    let rejoin = loop {
+        let Some(s) = service.upgrade() else {
+            return;
+        };
+        if s.is_stopping() {
+            return;
+        }
+        let command = Command::RegisterNode {
+            id: s.config.id,
+            incarnation,
+        };
+        match s.propose(command).await {
+            Ok((index, Outcome::Registered { previous })) => {
+                let lost_disk = previous.is_some_and(|p| p != incarnation);
+                if lost_disk {
+                    tracing::warn!(
+                        id = s.config.id,
+                        "this node's storage is new but the group knew the node: rejoining raft as a new member"
+                    );
+                    // See the membership as of the registration before deciding anything.
+                    if let Err(e) = s.wait_applied(index, Instant::now() + QUORUM_WAIT).await {
+                        tracing::warn!(error = %e, "could not catch up before rejoining");
+                    }
+                }
+                break lost_disk;
+            }
+            Ok((_, other)) => {
+                tracing::error!(outcome = ?other, "unexpected answer to a node registration");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "node registration not accepted yet"),
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if !rejoin {
+        return;
+    }
+    let mut removed = false;
+    loop {
+        let Some(s) = service.upgrade() else {
+            return;
+        };
+        if s.is_stopping() {
+            return;
+        }
+        match s.rejoin_step(&mut removed).await {
+            Ok(true) => {
+                tracing::info!(
+                    id = s.config.id,
+                    rejoined = removed,
+                    "rejoin after disk loss finished"
+                );
+                return;
+            }
+            Ok(false) => continue,
+            Err(e) => tracing::warn!(error = %e, "rejoin step failed; retrying"),
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

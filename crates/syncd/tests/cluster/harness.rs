@@ -183,6 +183,12 @@ impl Cluster {
         self.peers[&id].clone()
     }
 
+    /// Deletes the data directory of node `id` (which must be stopped): a lost disk.
+    pub fn wipe(&mut self, id: u64) {
+        assert!(!self.running().contains(&id), "node {id} is running");
+        std::fs::remove_dir_all(self.data_dir(id)).expect("remove the data directory");
+    }
+
     /// Starts node `id` again on its old address and data directory.
     pub fn restart(&mut self, id: u64) {
         assert!(!self.running().contains(&id), "node {id} is running");
@@ -239,7 +245,7 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             for id in self.ids() {
-                eprintln!("----- log of node {id} -----\n{}", tail(&self.log(id), 60));
+                eprintln!("----- log of node {id} -----\n{}", tail(&self.log(id), 400));
             }
         }
     }

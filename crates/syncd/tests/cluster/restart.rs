@@ -113,3 +113,53 @@ async fn a_node_behind_a_purged_log_is_restored_by_snapshot() {
         40
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_disk_rejoins_as_a_new_member() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let got = acquire(
+            &cluster.client(leader),
+            &format!("kept-{i}"),
+            "o",
+            LockMode::Exclusive,
+            0,
+        )
+        .await
+        .unwrap();
+        held.push(got);
+    }
+    cluster
+        .applied_at_least(follower, cluster.applied(leader).await)
+        .await;
+    cluster.kill(follower);
+    cluster.wipe(follower);
+    cluster.restart(follower);
+
+    // It left the voters, came back as a learner, caught up, and was promoted again.
+    super::harness::eventually("the wiped node to rejoin as a voter", || async {
+        cluster
+            .log(follower)
+            .contains("rejoined=true")
+            .then_some(())
+    })
+    .await;
+    let status = cluster
+        .client(follower)
+        .status()
+        .await
+        .unwrap()
+        .locks
+        .unwrap();
+    assert_eq!(status.members, vec![0, 1, 2]);
+    let target = cluster.applied(leader).await;
+    cluster.applied_at_least(follower, target).await;
+    let locks = cluster.client(follower).locks().await.unwrap().locks;
+    assert_eq!(locks.len(), 5);
+    for (info, got) in locks.iter().zip(&held) {
+        assert_eq!(info.holders[0].token, got.token);
+    }
+}

@@ -284,8 +284,13 @@ async fn reconcile_component(
         .as_ref()
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.replicas);
+    // Lock pods are listed once: the scaling step and the rollout both read them.
+    let lock_pods = match component {
+        Component::Locks => lock_pods(ctx, &name, namespace).await?,
+        _ => Vec::new(),
+    };
     let (replicas, mut note) = match component {
-        Component::Locks => lock_step(cluster, ctx, namespace, want, have, obs).await?,
+        Component::Locks => lock_step(cluster, ctx, namespace, want, have, &lock_pods, obs).await?,
         _ => (want, None),
     };
     let desired = build::desired(cluster, component, replicas, build_ctx)?;
@@ -322,7 +327,7 @@ async fn reconcile_component(
 
     let sts_status = sts.status.clone().unwrap_or_default();
     if component == Component::Locks && note.is_none() {
-        note = roll_lock_pods(cluster, ctx, namespace, &sts, obs).await?;
+        note = roll_lock_pods(cluster, ctx, namespace, &sts, &lock_pods, obs).await?;
     }
     Ok((
         ComponentObservation {
@@ -343,12 +348,12 @@ async fn lock_step(
     namespace: &str,
     want: i32,
     have: Option<i32>,
+    pods: &[Pod],
     obs: &mut Observation,
 ) -> Result<(i32, Option<String>), Error> {
     let name = cluster.name_any();
     let endpoint = ctx.endpoint(&name, namespace);
     obs.raft = ctx.lock_api.raft_view(&endpoint).await;
-    let pods = lock_pods(ctx, &name, namespace).await?;
     let running: BTreeSet<u64> = pods
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
@@ -440,6 +445,7 @@ async fn roll_lock_pods(
     ctx: &Context,
     namespace: &str,
     sts: &StatefulSet,
+    pods: &[Pod],
     obs: &Observation,
 ) -> Result<Option<String>, Error> {
     let name = cluster.name_any();
@@ -452,7 +458,6 @@ async fn roll_lock_pods(
         .and_then(|s| s.replicas)
         .unwrap_or(0)
         .max(0) as usize;
-    let pods = lock_pods(ctx, &name, namespace).await?;
     let views: Vec<PodView> = pods
         .iter()
         .filter_map(|p| {

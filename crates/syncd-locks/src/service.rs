@@ -718,14 +718,17 @@ impl LockService {
         handed
     }
 
+    /// The voters as this node last saw them.
+    fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
     /// One step of a rejoin after disk loss; `Ok(true)` once this node is a voter again with a fresh log.
     async fn rejoin_step(&self, removed: &mut bool) -> Result<bool, LockError> {
         let me = self.config.id;
-        let voters: std::collections::BTreeSet<NodeId> = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.membership_config.membership().voter_ids().collect()
-        };
+        let voters = self.voters();
         if !*removed {
             if !voters.contains(&me) {
                 // Not a voter (a learner, or being scaled away): membership is the operator's business.
@@ -743,14 +746,8 @@ impl LockService {
             addr: self.config.advertise.clone(),
         })
         .await?;
-        let voters = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let mut voters: std::collections::BTreeSet<NodeId> =
-                m.membership_config.membership().voter_ids().collect();
-            voters.insert(me);
-            voters
-        };
+        let mut voters = self.voters();
+        voters.insert(me);
         self.change_membership(&MembershipChange::SetVoters { voters })
             .await?;
         Ok(true)

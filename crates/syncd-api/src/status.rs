@@ -14,6 +14,22 @@ pub struct NodeStatus {
     /// The lock role, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locks: Option<LockRoleStatus>,
+    /// The queue role, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<QueueRoleStatus>,
+}
+
+/// The ring view of the queue role on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRoleStatus {
+    /// Ring membership epoch (0 before the ring is formed).
+    pub epoch: u64,
+    /// Ring members.
+    pub members: Vec<u64>,
+    /// Members this node hears from.
+    pub alive: Vec<u64>,
+    /// Shards not yet settled on the current ring.
+    pub pending_handoffs: usize,
 }
 
 /// The raft view of the lock role on one node.

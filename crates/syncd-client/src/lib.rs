@@ -47,6 +47,10 @@ use syncd_api::locks::{
     AcquireRequest, AcquireResponse, LockInfo, LockList, ReleaseRequest, ReleaseResponse,
     RenewRequest, RenewResponse,
 };
+use syncd_api::queues::{
+    AckResponse, Batch, NackResponse, NewMessage, ProducedBatch, ProducedOne, QueueInfo, QueueList,
+    ReceiptsRequest, ReceiveRequest, ReceiveResponse, ReceivedMessage, RingInfo,
+};
 use syncd_api::status::NodeStatus;
 
 pub use error::ClientError;
@@ -173,6 +177,105 @@ impl Client {
             )
             .await?;
         Ok(())
+    }
+
+    /// `POST /v1/queues/{queue}/messages` with one message: its id once it is durable on every live copy.
+    pub async fn produce(&self, queue: &str, body: &str) -> Result<String, ClientError> {
+        let url = self.url(&["v1", "queues", queue, "messages"])?;
+        let request = NewMessage {
+            body: body.to_owned(),
+        };
+        let produced: ProducedOne = self
+            .call(Method::POST, url, Some(&request), self.timeout)
+            .await?;
+        Ok(produced.id)
+    }
+
+    /// `POST /v1/queues/{queue}/messages` with a batch: the ids in order.
+    pub async fn produce_batch(
+        &self,
+        queue: &str,
+        bodies: &[String],
+    ) -> Result<Vec<String>, ClientError> {
+        let url = self.url(&["v1", "queues", queue, "messages"])?;
+        let request = Batch {
+            messages: bodies
+                .iter()
+                .map(|body| NewMessage { body: body.clone() })
+                .collect(),
+        };
+        let produced: ProducedBatch = self
+            .call(Method::POST, url, Some(&request), self.timeout)
+            .await?;
+        Ok(produced.ids)
+    }
+
+    /// `POST /v1/queues/{queue}/receive`; a long-poll gets `wait_ms` on top of the timeout.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        request: &ReceiveRequest,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let url = self.url(&["v1", "queues", queue, "receive"])?;
+        let timeout = acquire_timeout(self.timeout, request.wait_ms);
+        let received: ReceiveResponse =
+            self.call(Method::POST, url, Some(request), timeout).await?;
+        Ok(received.messages)
+    }
+
+    /// `POST /v1/queues/{queue}/ack`: how many messages were removed.
+    pub async fn ack(&self, queue: &str, receipts: &[String]) -> Result<usize, ClientError> {
+        let url = self.url(&["v1", "queues", queue, "ack"])?;
+        let request = ReceiptsRequest {
+            receipts: receipts.to_vec(),
+        };
+        let acked: AckResponse = self
+            .call(Method::POST, url, Some(&request), self.timeout)
+            .await?;
+        Ok(acked.acked)
+    }
+
+    /// `POST /v1/queues/{queue}/nack`: how many messages are ready again.
+    pub async fn nack(&self, queue: &str, receipts: &[String]) -> Result<usize, ClientError> {
+        let url = self.url(&["v1", "queues", queue, "nack"])?;
+        let request = ReceiptsRequest {
+            receipts: receipts.to_vec(),
+        };
+        let requeued: NackResponse = self
+            .call(Method::POST, url, Some(&request), self.timeout)
+            .await?;
+        Ok(requeued.requeued)
+    }
+
+    /// `GET /v1/queues/{queue}`.
+    pub async fn queue(&self, queue: &str) -> Result<QueueInfo, ClientError> {
+        let url = self.url(&["v1", "queues", queue])?;
+        self.call(Method::GET, url, None::<&()>, self.timeout).await
+    }
+
+    /// `GET /v1/queues`.
+    pub async fn queues(&self) -> Result<QueueList, ClientError> {
+        let url = self.url(&["v1", "queues"])?;
+        self.call(Method::GET, url, None::<&()>, self.timeout).await
+    }
+
+    /// `GET /v1/ring`.
+    pub async fn ring(&self) -> Result<RingInfo, ClientError> {
+        let url = self.url(&["v1", "ring"])?;
+        self.call(Method::GET, url, None::<&()>, self.timeout).await
+    }
+
+    /// `POST /internal/ring`: the next queue ring membership (`addrs` names new members' addresses when peers
+    /// are static). Any member accepts it and spreads it.
+    pub async fn change_ring(
+        &self,
+        members: &[u64],
+        addrs: &std::collections::BTreeMap<u64, String>,
+    ) -> Result<RingInfo, ClientError> {
+        let url = self.url(&["internal", "ring"])?;
+        let request = serde_json::json!({ "members": members, "addrs": addrs });
+        self.call(Method::POST, url, Some(&request), self.timeout)
+            .await
     }
 
     /// `GET /healthz`: `Ok` when the process answers with a 2xx.

@@ -52,7 +52,7 @@ pub enum Command {
 pub enum Role {
     /// The replicated lock service.
     Lock,
-    /// Durable work queues (not in this version yet).
+    /// Durable, replicated work queues.
     Queue,
     /// The coherent cache (not in this version yet).
     Cache,
@@ -108,6 +108,12 @@ pub struct ServeArgs {
     /// Lines each cache peer holds before LRU eviction.
     #[arg(long, env = "SYNCD_CACHE_CAPACITY", default_value_t = 10_000)]
     pub cache_capacity: u64,
+    /// This pod's name (`<statefulset>-<ordinal>`), for `--discovery`; defaults to `$HOSTNAME`.
+    #[arg(long, env = "SYNCD_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Queue options.
+    #[command(flatten)]
+    pub queue: QueueArgs,
     /// Tuning.
     #[command(flatten)]
     pub tuning: Tuning,
@@ -125,9 +131,54 @@ pub struct LocalArgs {
     /// Node i keeps its data in <data-dir>/node-<i>.
     #[arg(long, env = "SYNCD_LOCAL_DATA_DIR", default_value = "./.syncd-local")]
     pub data_dir: PathBuf,
+    /// Copies of each queue shard, owner included.
+    #[arg(long, env = "SYNCD_REPLICATION_FACTOR", default_value_t = 2)]
+    pub replication_factor: u32,
+    /// Queue options.
+    #[command(flatten)]
+    pub queue: QueueArgs,
     /// Tuning.
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+/// When queue appends reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueFsync {
+    /// fsync before answering (group commit batches concurrent appends into one fsync).
+    Always,
+    /// Answer after the write; fsync every `--queue-fsync-interval-ms` (a crash of every copy at once can lose
+    /// that window, like NATS JetStream's default or Redis `appendfsync everysec`).
+    Interval,
+}
+
+/// Options of the queue role.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Deliveries of a message before it moves to the queue's dead-letter queue `<queue>.dlq`.
+    #[arg(long, env = "SYNCD_QUEUE_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub queue_max_attempts: u32,
+    /// When queue appends reach the disk.
+    #[arg(long, env = "SYNCD_QUEUE_FSYNC", value_enum, default_value = "always")]
+    pub queue_fsync: QueueFsync,
+    /// fsync period with `--queue-fsync interval`.
+    #[arg(long, env = "SYNCD_QUEUE_FSYNC_INTERVAL_MS", default_value_t = 100)]
+    pub queue_fsync_interval_ms: u64,
+    /// Join an existing queue ring (learned from a peer) instead of forming one from `--peers`.
+    #[arg(long, env = "SYNCD_QUEUE_JOIN")]
+    pub queue_join: bool,
+    /// Largest queue message body.
+    #[arg(long, env = "SYNCD_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Largest queue request body (a batch of messages).
+    #[arg(long, env = "SYNCD_MAX_QUEUE_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_queue_request_bytes: usize,
+    /// A queue peer silent for this long is down: its shards fail over.
+    #[arg(long, env = "SYNCD_QUEUE_FAILURE_TIMEOUT_MS", default_value_t = 1_500)]
+    pub queue_failure_timeout_ms: u64,
+    /// How often queue peers are pinged.
+    #[arg(long, env = "SYNCD_QUEUE_PING_INTERVAL_MS", default_value_t = 200)]
+    pub queue_ping_interval_ms: u64,
 }
 
 /// Timing and limits shared by `serve` and `local`.

@@ -19,6 +19,20 @@ pub mod node;
 use cli::{Cli, Command};
 use node::{Node, NodeConfig, stop_signal};
 
+/// The StatefulSet name from this pod's name (`<statefulset>-<id>`): with DNS discovery, peer `i` is
+/// `<statefulset>-<i>.<service>`.
+fn pod_prefix(id: u64, pod_name: Option<String>) -> anyhow::Result<String> {
+    let name = pod_name
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--discovery needs --pod-name (or $HOSTNAME) to name the peers")
+        })?;
+    name.strip_suffix(&format!("-{id}"))
+        .filter(|prefix| !prefix.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("the pod name {name:?} does not end in -{id} (the node id)"))
+}
+
 /// Runs the parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -29,12 +43,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let peers = cli::peer_map(&args.peers).map_err(anyhow::Error::msg)?;
+            let discovery = match args.discovery {
+                Some(discovery) => Some((pod_prefix(args.id, args.pod_name)?, discovery)),
+                None => None,
+            };
             let node = Node::start(NodeConfig {
                 id: args.id,
                 listen: args.listen,
                 data_dir: args.data_dir,
                 roles: args.roles,
                 peers,
+                discovery,
+                replication_factor: args.replication_factor,
+                queue: args.queue,
                 tuning: args.tuning,
             })
             .await?;

@@ -28,6 +28,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.join(format!("node-{id}")),
             roles: vec![Role::Lock, Role::Queue, Role::Cache],
             peers: peers.clone(),
+            discovery: None,
+            replication_factor: args.replication_factor,
+            queue: args.queue.clone(),
             tuning: args.tuning.clone(),
         };
         nodes.push(Node::start(config).await?);
@@ -60,6 +63,13 @@ fn print_banner(peers: &BTreeMap<u64, String>, args: &LocalArgs) {
     );
     println!("  curl -s http://{first}/v1/locks/demo");
     println!("  curl -s -X POST http://{first}/v1/locks/demo/release -d '{{\"owner\":\"alice\"}}'");
+    println!(
+        "  curl -s -X POST http://{first}/v1/queues/jobs/messages -d '{{\"body\":\"hello\"}}'"
+    );
+    println!(
+        "  curl -s -X POST http://{first}/v1/queues/jobs/receive -d '{{\"max\":10,\"visibility_ms\":30000}}'"
+    );
+    println!("  curl -s http://{first}/v1/ring");
     println!("  curl -s http://{first}/v1/status");
     println!();
     println!("Ctrl-C stops the cluster; its data survives for the next start.");

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use syncd_locks::{LockConfig, LockService};
+use syncd_queues::{FsyncPolicy, PeerSource, QueueConfig, QueueService};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cli::{Role, Tuning};
+use crate::cli::{Discovery, QueueArgs, QueueFsync, Role, Tuning};
 use crate::http::{self, AppState, Limits};
 use crate::metrics::Metrics;
 
@@ -26,8 +27,14 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Roles to run.
     pub roles: Vec<Role>,
-    /// Every member, this node included.
+    /// Every member, this node included (empty with DNS discovery).
     pub peers: BTreeMap<u64, String>,
+    /// DNS discovery of queue peers: the pod name prefix (`<statefulset>`) and the headless Service.
+    pub discovery: Option<(String, Discovery)>,
+    /// Copies of each queue shard.
+    pub replication_factor: u32,
+    /// Queue options.
+    pub queue: QueueArgs,
     /// Timing and limits.
     pub tuning: Tuning,
 }
@@ -37,6 +44,7 @@ pub struct Node {
     id: u64,
     addr: SocketAddr,
     locks: Option<Arc<LockService>>,
+    queues: Option<Arc<QueueService>>,
     stop_http: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -60,14 +68,14 @@ impl Node {
         roles.sort();
         roles.dedup();
         for role in &roles {
-            if *role != Role::Lock {
+            if *role == Role::Cache {
                 tracing::warn!(
                     role = role.as_str(),
                     "this role is not available in this version yet; skipping it"
                 );
             }
         }
-        roles.retain(|r| *r == Role::Lock);
+        roles.retain(|r| *r != Role::Cache);
 
         let locks = if roles.contains(&Role::Lock) {
             let advertise = config
@@ -89,16 +97,27 @@ impl Node {
             None
         };
 
+        let queues = if roles.contains(&Role::Queue) {
+            Some(QueueService::start(queue_config(&config)?).await?)
+        } else {
+            None
+        };
+
         let state = AppState {
             node_id: config.id,
             roles,
             locks: locks.clone(),
+            queues: queues.clone(),
             metrics: Metrics::new(),
         };
         let limits = Limits {
             max_lock_body_bytes: config.tuning.max_lock_body_bytes,
             request_timeout: Duration::from_millis(config.tuning.request_timeout_ms),
             max_concurrent_requests: config.tuning.max_concurrent_requests,
+            queues: http::queues::QueueLimits {
+                max_request_bytes: config.queue.max_queue_request_bytes,
+                max_message_bytes: config.queue.max_message_bytes,
+            },
         };
         let app = http::app(state, &limits);
         let (stop_http, mut stop_rx) = watch::channel(false);
@@ -114,6 +133,7 @@ impl Node {
             id: config.id,
             addr,
             locks,
+            queues,
             stop_http,
             server,
             grace: Duration::from_millis(config.tuning.shutdown_grace_ms),
@@ -148,11 +168,46 @@ impl Node {
                 server.abort();
             }
         }
+        if let Some(queues) = &self.queues {
+            queues.shutdown();
+        }
         if let Some(locks) = &self.locks {
             locks.shutdown(hand_over).await;
         }
         tracing::info!(id = self.id, "node stopped");
     }
+}
+
+/// The queue role's configuration from the node's.
+fn queue_config(config: &NodeConfig) -> anyhow::Result<QueueConfig> {
+    let source = match &config.discovery {
+        Some((pod_prefix, discovery)) => PeerSource::Dns {
+            pod_prefix: pod_prefix.clone(),
+            service: discovery.service.clone(),
+            port: discovery.port,
+        },
+        None => {
+            if !config.peers.contains_key(&config.id) {
+                anyhow::bail!("--peers must list this node ({})", config.id);
+            }
+            PeerSource::Static {
+                peers: config.peers.clone(),
+                join: config.queue.queue_join,
+            }
+        }
+    };
+    let mut queue = QueueConfig::new(config.id, config.data_dir.join("queues"), source);
+    queue.replication_factor = config.replication_factor.max(1) as usize;
+    queue.max_attempts = config.queue.queue_max_attempts;
+    queue.fsync = match config.queue.queue_fsync {
+        QueueFsync::Always => FsyncPolicy::Always,
+        QueueFsync::Interval => FsyncPolicy::Interval(Duration::from_millis(
+            config.queue.queue_fsync_interval_ms.max(1),
+        )),
+    };
+    queue.failure_timeout = Duration::from_millis(config.queue.queue_failure_timeout_ms);
+    queue.ping_interval = Duration::from_millis(config.queue.queue_ping_interval_ms.max(10));
+    Ok(queue)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -9,5 +9,6 @@ mod cluster {
     pub mod harness;
     mod locks_basic;
     mod membership;
+    mod queues;
     mod restart;
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`error`]: errors as problem+json, and the extractors that turn bad input into 4xx problems.
 //! - [`locks`]: the `/v1/locks` routes.
+//! - [`queues`]: the `/v1/queues` and `/v1/ring` routes.
 //! - [`node`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
 //!
 //! Every request goes through, outermost first: a concurrency limit, a timeout (504 problem), panic capture
@@ -10,6 +11,7 @@
 pub mod error;
 pub mod locks;
 pub mod node;
+pub mod queues;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
 use syncd_api::ErrorCode;
 use syncd_locks::LockService;
+use syncd_queues::QueueService;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub roles: Vec<Role>,
     /// The lock role, when it runs.
     pub locks: Option<Arc<LockService>>,
+    /// The queue role, when it runs.
+    pub queues: Option<Arc<QueueService>>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
 }
@@ -53,6 +58,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Requests served at once.
     pub max_concurrent_requests: usize,
+    /// Queue body limits.
+    pub queues: queues::QueueLimits,
 }
 
 /// The whole router of a node.
@@ -62,6 +69,11 @@ pub fn app(state: AppState, limits: &Limits) -> Router {
         router = router
             .merge(locks::routes(locks.clone(), limits.max_lock_body_bytes))
             .merge(syncd_locks::peer_api::router(locks.clone()));
+    }
+    if let Some(q) = &state.queues {
+        router = router
+            .merge(queues::routes(q.clone(), limits.queues))
+            .merge(syncd_queues::peer_api::router(q.clone()));
     }
     router
         .fallback(not_found)

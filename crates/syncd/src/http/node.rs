@@ -33,6 +33,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     {
         return problem_response(ErrorCode::Unavailable, "the lock role has no leader yet");
     }
+    if let Some(queues) = &state.queues
+        && !queues.is_ready()
+    {
+        return problem_response(ErrorCode::Unavailable, "the queue ring is not formed yet");
+    }
     Json(serde_json::json!({"status": "ready"})).into_response()
 }
 
@@ -54,5 +59,6 @@ async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
         roles: state.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         locks: state.locks.as_ref().map(|l| l.status()),
+        queues: state.queues.as_ref().map(|q| q.status()),
     })
 }

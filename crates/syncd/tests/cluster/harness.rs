@@ -28,6 +28,7 @@ pub struct Cluster {
     peers: BTreeMap<u64, String>,
     children: Mutex<BTreeMap<u64, Child>>,
     extra_args: Vec<String>,
+    roles: &'static str,
 }
 
 /// Picks free loopback ports below the kernel's ephemeral range (32768 and up on Linux), so that no outgoing
@@ -55,6 +56,22 @@ impl Cluster {
 
     /// Starts `n` lock nodes with extra `syncd serve` flags.
     pub fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
+        Self::start_roles(n, "lock", extra_args)
+    }
+
+    /// Starts `n` queue nodes (fast failure detection for tests) with extra flags.
+    pub fn start_queues(n: u64, extra_args: &[&str]) -> Cluster {
+        let mut args = vec![
+            "--queue-ping-interval-ms",
+            "100",
+            "--queue-failure-timeout-ms",
+            "1000",
+        ];
+        args.extend_from_slice(extra_args);
+        Self::start_roles(n, "queue", &args)
+    }
+
+    fn start_roles(n: u64, roles: &'static str, extra_args: &[&str]) -> Cluster {
         let ports = free_ports(n as usize);
         let peers = (0..n)
             .zip(ports)
@@ -65,6 +82,7 @@ impl Cluster {
             peers,
             children: Mutex::new(BTreeMap::new()),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            roles,
         };
         for id in 0..n {
             cluster.spawn(id);
@@ -77,6 +95,10 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, &[]);
+    }
+
+    fn spawn_with(&mut self, id: u64, more_args: &[&str]) {
         let peers = self
             .peers
             .iter()
@@ -94,13 +116,14 @@ impl Cluster {
             .args(["--listen", &self.peers[&id]])
             .arg("--data-dir")
             .arg(self.data_dir(id))
-            .args(["--roles", "lock", "--peers", &peers])
+            .args(["--roles", self.roles, "--peers", &peers])
             .args(["--raft-heartbeat-ms", &HEARTBEAT_MS.to_string()])
             .args([
                 "--raft-election-timeout-ms",
                 &ELECTION_TIMEOUT_MS.to_string(),
             ])
             .args(&self.extra_args)
+            .args(more_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,7 +144,7 @@ impl Cluster {
     }
 
     /// Fails the test at once, with the node's log, when a node that should be running has exited.
-    fn assert_alive(&self) {
+    pub fn assert_alive(&self) {
         for (id, child) in self.children.lock().unwrap().iter_mut() {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
@@ -169,12 +192,17 @@ impl Cluster {
         }
     }
 
-    /// Starts a new node (the next id) that knows every member so far; it joins only once added to raft.
+    /// Starts a new node (the next id) that knows every member so far; it joins only once added to raft (or,
+    /// for queue nodes, to the ring).
     pub fn add_node(&mut self) -> u64 {
         let id = self.peers.keys().max().map_or(0, |m| m + 1);
         let port = free_ports(1)[0];
         self.peers.insert(id, format!("127.0.0.1:{port}"));
-        self.spawn(id);
+        if self.roles.contains("queue") {
+            self.spawn_with(id, &["--queue-join"]);
+        } else {
+            self.spawn(id);
+        }
         id
     }
 

@@ -1,0 +1,130 @@
+//! The queue role's peer routes (`/internal/queues/...`, `/internal/ring`), server side.
+//!
+//! Errors are problem+json with the same codes as the public API, so a forwarded operation's error reaches the
+//! client unchanged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use syncd_api::Problem;
+use syncd_api::problem::PROBLEM_JSON;
+use syncd_api::queues::RingChange;
+
+use crate::error::QueueError;
+use crate::service::QueueService;
+use crate::wire::{
+    AppendRequest, FetchRequest, OpRequest, PrepareRequest, RingState, TakeOverRequest, paths,
+};
+
+/// Replication batches and forwarded batches of 1 MiB messages are far larger than one public call.
+const PEER_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The peer routes of the queue role.
+pub fn router(service: Arc<QueueService>) -> Router {
+    Router::new()
+        .route(paths::PING, get(ping))
+        .route(paths::APPEND, post(append))
+        .route(paths::PREPARE, post(prepare))
+        .route(paths::FETCH, post(fetch))
+        .route(paths::OP, post(op))
+        .route(paths::TAKE_OVER, post(take_over))
+        .route(paths::SHARDS, get(shards))
+        .route(paths::RING, post(ring))
+        .route(paths::RING_ADOPT, post(ring_adopt))
+        .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
+        .with_state(service)
+}
+
+type Svc = State<Arc<QueueService>>;
+
+/// A queue error as a problem+json response.
+pub fn problem(e: &QueueError) -> Response {
+    if let QueueError::Internal(detail) = e {
+        tracing::error!(%detail, "internal error in the queue role");
+    }
+    let shown = match e {
+        QueueError::Internal(_) => "internal error; see the server log".to_owned(),
+        other => other.to_string(),
+    };
+    let problem = Problem::new(e.code(), shown);
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(CONTENT_TYPE, PROBLEM_JSON)], Json(problem)).into_response()
+}
+
+fn answer<T: serde::Serialize>(result: Result<T, QueueError>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn ping(State(s): Svc) -> Response {
+    Json(s.on_ping()).into_response()
+}
+
+async fn append(State(s): Svc, Json(request): Json<AppendRequest>) -> Response {
+    answer(s.on_append(request).await)
+}
+
+async fn prepare(State(s): Svc, Json(request): Json<PrepareRequest>) -> Response {
+    answer(s.on_prepare(request).await)
+}
+
+async fn fetch(State(s): Svc, Json(request): Json<FetchRequest>) -> Response {
+    answer(s.on_fetch(request).await)
+}
+
+async fn op(State(s): Svc, Json(request): Json<OpRequest>) -> Response {
+    answer(s.on_op(request).await)
+}
+
+async fn take_over(State(s): Svc, Json(request): Json<TakeOverRequest>) -> Response {
+    answer(
+        s.on_take_over(request)
+            .await
+            .map(|()| serde_json::json!({"owner": s.id()})),
+    )
+}
+
+async fn shards(State(s): Svc) -> Response {
+    Json(s.on_shards()).into_response()
+}
+
+/// `POST /internal/ring`: `{"members":[...]}`, plus `"addrs":{"3":"127.0.0.1:7083"}` for new static members.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RingRequest {
+    members: Vec<u64>,
+    #[serde(default)]
+    addrs: BTreeMap<u64, String>,
+}
+
+async fn ring(State(s): Svc, body: axum::body::Bytes) -> Response {
+    let request: RingRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return problem(&QueueError::Invalid(format!("invalid ring change: {e}"))),
+    };
+    answer(
+        s.change_ring(
+            RingChange {
+                members: request.members,
+            },
+            request.addrs,
+        )
+        .await,
+    )
+}
+
+async fn ring_adopt(State(s): Svc, Json(state): Json<RingState>) -> Response {
+    answer(
+        s.on_ring_adopt(state)
+            .map(|adopted| serde_json::json!({"adopted": adopted})),
+    )
+}

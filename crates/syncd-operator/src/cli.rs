@@ -51,6 +51,14 @@ pub struct RunArgs {
         default_value = "http://{name}-locks.{namespace}.svc:7080"
     )]
     pub lock_endpoint: String,
+    /// URL of one queue pod; `{pod}`, `{name}` and `{namespace}` are filled in. The default reaches the pod by its
+    /// stable name behind the headless Service.
+    #[arg(
+        long,
+        env = "SYNCD_OPERATOR_QUEUE_ENDPOINT",
+        default_value = "http://{pod}.{name}-queues-peers.{namespace}.svc:7080"
+    )]
+    pub queue_endpoint: String,
     /// Elect a leader through a Lease, so several replicas can run.
     #[arg(long, env = "SYNCD_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,

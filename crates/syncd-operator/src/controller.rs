@@ -37,6 +37,8 @@ use crate::error::Error;
 use crate::lock_api::LockGroupApi;
 use crate::lockgroup::{self, LockObservation, LockStep, PodView, RaftView, RollStep};
 use crate::metrics::Metrics;
+use crate::queue_api::QueueRingApi;
+use crate::queuering::{self, QueueObservation, QueueStep};
 use crate::status::{self, ComponentObservation, Observation};
 
 /// How often a settled cluster is looked at again (status refresh, drift).
@@ -58,6 +60,10 @@ pub struct Context {
     pub default_image: String,
     /// The lock service's URL; `{name}` and `{namespace}` are filled in.
     pub lock_endpoint: String,
+    /// The queue pods' API.
+    pub queue_api: Arc<dyn QueueRingApi>,
+    /// One queue pod's URL; `{pod}`, `{name}` and `{namespace}` are filled in.
+    pub queue_endpoint: String,
     /// Consecutive failures per SyncCluster, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -79,8 +85,25 @@ impl Context {
             metrics,
             default_image,
             lock_endpoint,
+            queue_api: Arc::new(crate::queue_api::HttpQueueRing),
+            queue_endpoint: default_queue_endpoint(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The same context with this queue pod API and endpoint template.
+    pub fn with_queues(mut self, api: Arc<dyn QueueRingApi>, endpoint: String) -> Self {
+        self.queue_api = api;
+        self.queue_endpoint = endpoint;
+        self
+    }
+
+    fn queue_pod_endpoint(&self, name: &str, namespace: &str, ordinal: u64) -> String {
+        let pod = format!("{}-{ordinal}", Component::Queues.object_name(name));
+        self.queue_endpoint
+            .replace("{pod}", &pod)
+            .replace("{name}", name)
+            .replace("{namespace}", namespace)
     }
 
     fn endpoint(&self, name: &str, namespace: &str) -> String {
@@ -150,6 +173,11 @@ impl Context {
 /// The default lock endpoint: the client Service of the lock component, in cluster DNS.
 pub fn default_lock_endpoint() -> String {
     format!("http://{{name}}-locks.{{namespace}}.svc:{HTTP_PORT}")
+}
+
+/// The default queue pod endpoint: the pod's stable DNS name behind the queue headless Service.
+pub fn default_queue_endpoint() -> String {
+    format!("http://{{pod}}.{{name}}-queues-peers.{{namespace}}.svc:{HTTP_PORT}")
 }
 
 /// Reconciles one SyncCluster.
@@ -291,7 +319,8 @@ async fn reconcile_component(
     };
     let (replicas, mut note) = match component {
         Component::Locks => lock_step(cluster, ctx, namespace, want, have, &lock_pods, obs).await?,
-        _ => (want, None),
+        Component::Queues => queue_step(cluster, ctx, namespace, want, have).await,
+        Component::Cache => (want, None),
     };
     let desired = build::desired(cluster, component, replicas, build_ctx)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -405,6 +434,62 @@ async fn lock_step(
             (current, Some(note))
         }
     })
+}
+
+/// Observes the queue ring on every pod and carries out the next scaling step. Returns the StatefulSet size to
+/// apply and, when a step is under way, what it is.
+async fn queue_step(
+    cluster: &SyncCluster,
+    ctx: &Context,
+    namespace: &str,
+    want: i32,
+    have: Option<i32>,
+) -> (i32, Option<String>) {
+    let name = cluster.name_any();
+    let current = have.unwrap_or(0);
+    let mut observation = QueueObservation {
+        desired: want,
+        statefulset_replicas: have,
+        views: Default::default(),
+    };
+    if current >= want {
+        let asks = queuering::pods_to_ask(&observation)
+            .into_iter()
+            .map(|ordinal| {
+                let endpoint = ctx.queue_pod_endpoint(&name, namespace, ordinal);
+                async move { (ordinal, ctx.queue_api.ring_view(&endpoint).await) }
+            });
+        observation.views = futures::future::join_all(asks).await.into_iter().collect();
+    }
+    let step = queuering::next_step(&observation);
+    tracing::debug!(?step, "queue ring step");
+    match step {
+        QueueStep::Steady => (current, None),
+        QueueStep::Replicas(n) => (n, None),
+        QueueStep::Wait(reason) => (current, Some(reason)),
+        QueueStep::SetRing(members) => {
+            let endpoint =
+                ctx.queue_pod_endpoint(&name, namespace, members.first().copied().unwrap_or(0));
+            match ctx.queue_api.set_ring(&endpoint, &members).await {
+                Ok(()) => {
+                    let done = format!("set the queue ring to {members:?}");
+                    ctx.event(cluster, EventType::Normal, "QueueRingChanged", done.clone())
+                        .await;
+                    (current, Some(done))
+                }
+                Err(e) => {
+                    ctx.event(
+                        cluster,
+                        EventType::Warning,
+                        "QueueRingChangeFailed",
+                        e.clone(),
+                    )
+                    .await;
+                    (current, Some(e))
+                }
+            }
+        }
+    }
 }
 
 /// Carries out a membership change; a failure is reported (Event, status) and retried on the next reconcile.

@@ -244,6 +244,27 @@ impl LockGroupApi for FakeLockGroup {
     }
 }
 
+/// Queue pods that never answer (the reconcile tests have no pods): the operator may grow the queue
+/// StatefulSet but never shrinks it or changes the ring.
+pub struct UnreachableQueues;
+
+impl crate::queue_api::QueueRingApi for UnreachableQueues {
+    fn ring_view<'a>(
+        &'a self,
+        endpoint: &'a str,
+    ) -> BoxFuture<'a, Result<crate::queuering::RingView, String>> {
+        Box::pin(async move { Err(format!("no queue pod at {endpoint} in tests")) })
+    }
+
+    fn set_ring<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _: &'a [u64],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(format!("no queue pod at {endpoint} in tests")) })
+    }
+}
+
 /// A reconcile context whose client talks to the returned [`ApiServerVerifier`] and whose lock service is `lock`.
 pub fn context(lock: Arc<FakeLockGroup>) -> (Arc<Context>, ApiServerVerifier) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
@@ -259,6 +280,10 @@ pub fn context(lock: Arc<FakeLockGroup>) -> (Arc<Context>, ApiServerVerifier) {
         Metrics::new(),
         IMAGE.to_owned(),
         controller::default_lock_endpoint(),
+    )
+    .with_queues(
+        Arc::new(UnreachableQueues),
+        controller::default_queue_endpoint(),
     );
     (Arc::new(ctx), ApiServerVerifier(handle))
 }

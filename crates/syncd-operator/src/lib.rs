@@ -7,6 +7,8 @@
 //! - [`status`]: pure computation of the status and its conditions.
 //! - [`controller`]: the reconcile pipeline (fetch, validate, build, apply, status) and the controller loop.
 //! - [`lock_api`]: the lock service calls the operator makes (raft view, membership changes).
+//! - [`queuering`]: pure decisions for the queue ring: grow, set the ring, shrink after the hand-off.
+//! - [`queue_api`]: the queue pod calls the operator makes (ring views, ring changes).
 //! - [`election`]: leader election through a Lease.
 //! - [`metrics`], [`server`]: the operator's own metrics and health endpoints.
 //! - [`cli`]: flags; [`run`] wires everything together.
@@ -22,6 +24,8 @@ mod fixtures;
 pub mod lock_api;
 pub mod lockgroup;
 pub mod metrics;
+pub mod queue_api;
+pub mod queuering;
 pub mod server;
 pub mod status;
 
@@ -107,14 +111,17 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         controller: build::FIELD_MANAGER.to_owned(),
         instance: Some(args.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(HttpLockGroup),
-        Recorder::new(client, reporter),
-        metrics.clone(),
-        args.default_image,
-        args.lock_endpoint,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(HttpLockGroup),
+            Recorder::new(client, reporter),
+            metrics.clone(),
+            args.default_image,
+            args.lock_endpoint,
+        )
+        .with_queues(Arc::new(queue_api::HttpQueueRing), args.queue_endpoint),
+    );
     // The controller stops on a stop signal or when the lease is lost.
     let mut lease_lost = election.as_ref().map(|(leading, _)| leading.clone());
     let shutdown = {

@@ -100,6 +100,8 @@ pub struct QueueService {
     shards: RwLock<HashMap<String, Arc<Shard>>>,
     takeovers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pending_handoffs: AtomicUsize,
+    /// The ring epoch `pending_handoffs` was counted on.
+    pending_epoch: std::sync::atomic::AtomicU64,
     stopping: AtomicBool,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -191,6 +193,7 @@ impl QueueService {
             shards: RwLock::new(shards),
             takeovers: Mutex::new(HashMap::new()),
             pending_handoffs: AtomicUsize::new(0),
+            pending_epoch: std::sync::atomic::AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
         });
@@ -401,7 +404,18 @@ impl QueueService {
                 })
                 .collect(),
             members,
-            pending_handoffs: self.pending_handoffs.load(Ordering::Relaxed),
+            pending_handoffs: self.pending_handoffs(),
+        }
+    }
+
+    /// Shards not settled on the current ring; until this node has looked at its shards on a newly adopted ring,
+    /// at least 1 (a count from the previous epoch says nothing about this one).
+    fn pending_handoffs(&self) -> usize {
+        let pending = self.pending_handoffs.load(Ordering::Relaxed);
+        if self.pending_epoch.load(Ordering::Relaxed) == self.membership.epoch() {
+            pending
+        } else {
+            pending.max(1)
         }
     }
 
@@ -1049,6 +1063,7 @@ impl QueueService {
     /// drop copies the ring no longer places here once their new holders have them, count what is unsettled.
     async fn check_ownership(self: &Arc<Self>) {
         let me = self.config.id;
+        let epoch = self.membership.epoch();
         let mut pending = 0;
         for shard in self.local_shards() {
             let Ok((placement, _)) = self.placements(&shard.name) else {
@@ -1080,7 +1095,7 @@ impl QueueService {
                 (true, Some(term)) => {
                     // The ring changed the replicas: own it again in a new term with the new placement.
                     pending += 1;
-                    shard.step_down(term);
+                    shard.step_down(term, false);
                     self.spawn_take_over(&shard.name);
                 }
                 (true, None) => {
@@ -1103,6 +1118,7 @@ impl QueueService {
             }
         }
         self.pending_handoffs.store(pending, Ordering::Relaxed);
+        self.pending_epoch.store(epoch, Ordering::Relaxed);
     }
 
     fn spawn_take_over(self: &Arc<Self>, name: &str) {

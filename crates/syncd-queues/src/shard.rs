@@ -197,13 +197,14 @@ impl Shard {
             .map_err(|e| QueueError::Internal(format!("cannot persist the promised term: {e}")))
     }
 
-    /// Stops owning if still owner in `term` (a replica reported a newer owner).
-    pub fn step_down(&self, term: u64) {
+    /// Stops owning if still owner in `term`: deposed (a replica follows a newer owner, so this copy may miss
+    /// what that owner acknowledged) or by choice (the ring changed the replicas; this copy still has everything).
+    pub fn step_down(&self, term: u64, deposed: bool) {
         let mut core = self.lock();
         if core.owner_term() == Some(term) {
-            tracing::info!(shard = %self.name, term, "stepping down: a newer owner exists");
+            tracing::info!(shard = %self.name, term, deposed, "no longer serving the shard");
             core.role = Role::Follower;
-            core.synced = false;
+            core.synced = !deposed;
         }
     }
 

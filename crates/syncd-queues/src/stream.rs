@@ -209,7 +209,7 @@ impl Stream {
                 }
                 Ok(AppendResponse::Stale { promised }) => {
                     tracing::info!(shard = %self.shard.name, peer = self.peer, promised, "replica follows a newer owner");
-                    self.shard.step_down(self.term);
+                    self.shard.step_down(self.term, true);
                     return;
                 }
                 Err(e) => {

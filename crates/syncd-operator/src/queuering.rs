@@ -85,6 +85,16 @@ pub fn next_step(observation: &QueueObservation) -> QueueStep {
                 "waiting for queue pods {missing:?} to answer before setting the ring"
             ));
         }
+        // One change at a time: a new epoch before the last one settled could forget where the data is.
+        // (A pod with no ring yet, a new one, holds nothing to settle.)
+        if views
+            .iter()
+            .any(|v| v.epoch != 0 && (v.epoch != ring.epoch || v.pending_handoffs > 0))
+        {
+            return QueueStep::Wait(
+                "waiting for the previous queue ring change to settle".to_owned(),
+            );
+        }
         return QueueStep::SetRing(target.into_iter().collect());
     }
     if current > desired {
@@ -223,6 +233,30 @@ mod tests {
             next_step(&observe(3, Some(4), &done)),
             QueueStep::Replicas(3)
         );
+    }
+
+    #[test]
+    fn one_ring_change_at_a_time() {
+        let settling = [
+            (0, view(2, &[0, 1, 2, 3], 0)),
+            (1, view(2, &[0, 1, 2, 3], 2)),
+            (2, view(2, &[0, 1, 2, 3], 0)),
+            (3, view(2, &[0, 1, 2, 3], 0)),
+        ];
+        assert!(matches!(
+            next_step(&observe(3, Some(4), &settling)),
+            QueueStep::Wait(_)
+        ));
+        let behind = [
+            (0, view(2, &[0, 1, 2, 3], 0)),
+            (1, view(1, &[0, 1, 2], 0)),
+            (2, view(2, &[0, 1, 2, 3], 0)),
+            (3, view(2, &[0, 1, 2, 3], 0)),
+        ];
+        assert!(matches!(
+            next_step(&observe(3, Some(4), &behind)),
+            QueueStep::Wait(_)
+        ));
     }
 
     #[test]

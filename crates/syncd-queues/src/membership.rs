@@ -203,6 +203,11 @@ impl Membership {
         ids
     }
 
+    /// How long a silent peer counts as alive.
+    pub fn failure_timeout(&self) -> Duration {
+        self.failure_timeout
+    }
+
     /// Records an answer from `id`.
     pub fn mark_seen(&self, id: u64) {
         self.seen

@@ -99,6 +99,8 @@ pub struct QueueService {
     streams: Arc<StreamContext>,
     shards: RwLock<HashMap<String, Arc<Shard>>>,
     takeovers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Shards with a background hand-off, retire or takeover in flight, and when a failed one may run again.
+    background_work: Mutex<HashMap<String, Option<Instant>>>,
     pending_handoffs: AtomicUsize,
     /// The ring epoch `pending_handoffs` was counted on.
     pending_epoch: std::sync::atomic::AtomicU64,
@@ -192,6 +194,7 @@ impl QueueService {
             peers,
             shards: RwLock::new(shards),
             takeovers: Mutex::new(HashMap::new()),
+            background_work: Mutex::new(HashMap::new()),
             pending_handoffs: AtomicUsize::new(0),
             pending_epoch: std::sync::atomic::AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -426,6 +429,11 @@ impl QueueService {
         addrs: BTreeMap<u64, String>,
     ) -> Result<RingInfo, QueueError> {
         let members: BTreeSet<u64> = change.members.iter().copied().collect();
+        if self.pending_handoffs() > 0 {
+            return Err(QueueError::Unavailable(
+                "the previous ring change has not settled on this node yet (pending hand-offs); retry".to_owned(),
+            ));
+        }
         if members.is_empty() {
             return Err(QueueError::Invalid(
                 "a ring needs at least one member".to_owned(),
@@ -757,6 +765,7 @@ impl QueueService {
             .unwrap_or(0)
             + 1;
         let mut answers: BTreeMap<u64, LogSummary> = BTreeMap::new();
+        let mut settled = false;
         for _ in 0..8 {
             if let Some(shard) = &local {
                 let _gate = shard.gate.lock().await;
@@ -780,9 +789,15 @@ impl QueueService {
                 }
             }
             if rejected == 0 {
+                settled = true;
                 break;
             }
             term = rejected + 1;
+        }
+        if !settled {
+            return Err(QueueError::Unavailable(format!(
+                "queue {name}: other nodes keep claiming it; retry"
+            )));
         }
         let ours = local.as_ref().map(|s| s.summary()).unwrap_or_default();
         let any_data = ours.exists || answers.values().any(|s| s.exists);
@@ -807,10 +822,13 @@ impl QueueService {
             Some(shard) => shard,
             None => {
                 let shard = self.open_shard(name).await?;
-                {
-                    let _gate = shard.gate.lock().await;
-                    shard.promise(term).await?;
+                let _gate = shard.gate.lock().await;
+                if !shard.promise(term).await? {
+                    return Err(QueueError::Unavailable(format!(
+                        "queue {name}: another node is taking it over; retry"
+                    )));
                 }
+                drop(_gate);
                 shard
             }
         };
@@ -828,6 +846,7 @@ impl QueueService {
         let gate = shard.gate.lock().await;
         {
             let mut core = shard.lock();
+            let ours_now = core.last;
             if core.promised != term {
                 return Err(QueueError::Unavailable(format!(
                     "queue {name}: another node is taking it over; retry"
@@ -838,7 +857,11 @@ impl QueueService {
                 .copied()
                 .filter(|id| *id != me)
                 .map(|peer| {
-                    let counted = answers.get(&peer).is_some_and(|s| s.synced);
+                    // Writes wait from the start for every holder that answered and either was in sync or holds
+                    // everything this node now holds (a new queue: both empty); a lagging one is caught up first.
+                    let counted = answers
+                        .get(&peer)
+                        .is_some_and(|s| s.synced || s.last == ours_now);
                     stream::spawn(shard.clone(), self.streams.clone(), peer, term, counted)
                 })
                 .collect();
@@ -944,11 +967,9 @@ impl QueueService {
     /// `POST /internal/queues/prepare`.
     pub async fn on_prepare(&self, request: PrepareRequest) -> Result<PrepareResponse, QueueError> {
         self.membership.mark_seen(request.from);
-        let Some(shard) = self.shard(&request.shard) else {
-            return Ok(PrepareResponse::Promised {
-                summary: LogSummary::default(),
-            });
-        };
+        // Even without a copy the promise must be recorded: two nodes creating the same new queue in the same
+        // term would otherwise both own it.
+        let shard = self.open_shard(&request.shard).await?;
         let _gate = shard.gate.lock().await;
         if shard.promise(request.term).await? {
             Ok(PrepareResponse::Promised {
@@ -1121,16 +1142,50 @@ impl QueueService {
         self.pending_epoch.store(epoch, Ordering::Relaxed);
     }
 
+    /// Claims background work on `name`: false while other work on it runs or a failed attempt is backing off.
+    fn claim(&self, name: &str) -> bool {
+        let mut work = self
+            .background_work
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match work.get(name) {
+            Some(None) => false,
+            Some(Some(retry_at)) if Instant::now() < *retry_at => false,
+            _ => {
+                work.insert(name.to_owned(), None);
+                true
+            }
+        }
+    }
+
+    /// Ends background work on `name`; a failure backs off for a second before the next attempt.
+    fn release(&self, name: &str, succeeded: bool) {
+        let mut work = self
+            .background_work
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if succeeded {
+            work.remove(name);
+        } else {
+            work.insert(
+                name.to_owned(),
+                Some(Instant::now() + Duration::from_secs(1)),
+            );
+        }
+    }
+
     fn spawn_take_over(self: &Arc<Self>, name: &str) {
-        if self.takeover_lock(name).try_lock().is_err() {
+        if !self.claim(name) {
             return;
         }
         let service = self.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = service.ensure_owner(&name, false).await {
+            let result = service.ensure_owner(&name, false).await;
+            if let Err(e) = &result {
                 tracing::debug!(shard = %name, error = %e, "takeover deferred");
             }
+            service.release(&name, result.is_ok());
         });
     }
 
@@ -1138,6 +1193,9 @@ impl QueueService {
         let Some(addr) = self.membership.addr(target) else {
             return;
         };
+        if !self.claim(name) {
+            return;
+        }
         let service = self.clone();
         let request = TakeOverRequest {
             shard: name.to_owned(),
@@ -1148,9 +1206,10 @@ impl QueueService {
                 .peers
                 .post(&addr, paths::TAKE_OVER, &request, ROUTE_PATIENCE)
                 .await;
-            if let Err(e) = answer {
+            if let Err(e) = &answer {
                 tracing::debug!(shard = %request.shard, target, error = %e, "hand-off not done yet");
             }
+            service.release(&request.shard, answer.is_ok());
         });
     }
 
@@ -1160,41 +1219,56 @@ impl QueueService {
         let Some(addr) = acting.and_then(|id| self.membership.addr(id)) else {
             return;
         };
+        if !self.claim(&shard.name) {
+            return;
+        }
         let service = self.clone();
         let shard = shard.clone();
         tokio::spawn(async move {
-            let Ok((placement, _)) = service.placements(&shard.name) else {
-                return;
-            };
-            let request = OpRequest {
-                shard: shard.name.clone(),
-                op: Op::Info { dead: false },
-                hops: MAX_HOPS,
-            };
-            let Ok(OpResult::Info(info)) = service
-                .peers
-                .post::<_, OpResult>(&addr, paths::OP, &request, PEER_TIMEOUT)
-                .await
-            else {
-                return;
-            };
-            let ours = shard.lock().last;
-            let replicas: BTreeSet<u64> = placement
-                .iter()
-                .copied()
-                .filter(|id| *id != info.owner)
-                .collect();
-            let in_sync: BTreeSet<u64> = info.in_sync.iter().copied().collect();
-            if info.term > ours.term && replicas.is_subset(&in_sync) {
-                service.retire(&shard).await;
-            }
+            let retired = service.try_retire(&shard, &addr).await;
+            service.release(&shard.name, retired);
         });
+    }
+
+    async fn try_retire(&self, shard: &Arc<Shard>, addr: &str) -> bool {
+        let Ok((placement, _)) = self.placements(&shard.name) else {
+            return false;
+        };
+        let request = OpRequest {
+            shard: shard.name.clone(),
+            op: Op::Info { dead: false },
+            hops: MAX_HOPS,
+        };
+        let Ok(OpResult::Info(info)) = self
+            .peers
+            .post::<_, OpResult>(addr, paths::OP, &request, PEER_TIMEOUT)
+            .await
+        else {
+            return false;
+        };
+        let ours = shard.lock().last;
+        let replicas: BTreeSet<u64> = placement
+            .iter()
+            .copied()
+            .filter(|id| *id != info.owner)
+            .collect();
+        let in_sync: BTreeSet<u64> = info.in_sync.iter().copied().collect();
+        if info.term > ours.term && replicas.is_subset(&in_sync) {
+            self.retire(shard).await;
+            return true;
+        }
+        false
     }
 
     async fn retire(&self, shard: &Arc<Shard>) {
         let _gate = shard.gate.lock().await;
         if shard.lock().owner_term().is_some() {
             return;
+        }
+        // The ring may have moved the shard back here since the check was scheduled.
+        match self.placements(&shard.name) {
+            Ok((placement, _)) if !placement.contains(&self.config.id) => {}
+            _ => return,
         }
         self.shards
             .write()

@@ -313,9 +313,6 @@ impl Shard {
                     summary: self.summary(),
                 });
             }
-            if summary.last.lsn > req.prev.lsn {
-                self.truncate_after(req.prev.lsn).await?;
-            }
         }
         if let Some(first) = req.entries.first()
             && first.lsn != req.prev.lsn + 1
@@ -325,24 +322,43 @@ impl Shard {
                 first.lsn, req.prev.lsn
             )));
         }
+        // As in raft: entries this copy already holds (same lsn and term) are skipped; the suffix is cut only at
+        // the first entry that conflicts, never because this copy is merely longer (a late duplicate append).
+        let summary = self.summary();
+        let fresh = req
+            .entries
+            .iter()
+            .position(|e| crate::log_match::term_at(&summary, e.lsn) != Some(e.term))
+            .unwrap_or(req.entries.len());
+        let new_entries = &req.entries[fresh..];
+        if let Some(first) = new_entries.first()
+            && summary.last.lsn >= first.lsn
+        {
+            self.truncate_after(first.lsn - 1).await?;
+        }
+        let sent_up_to = req.entries.last().map_or(req.prev, |e| Position {
+            term: e.term,
+            lsn: e.lsn,
+        });
         // Queue and apply under one lock, like the owner's write path, so `last` never lags the log.
-        let (durable, last) = {
+        let durable = {
             let mut core = self.lock();
-            let durable = (!req.entries.is_empty())
-                .then(|| self.log.append(req.entries.iter().map(to_entry).collect()));
-            for entry in &req.entries {
+            let durable = (!new_entries.is_empty())
+                .then(|| self.log.append(new_entries.iter().map(to_entry).collect()));
+            for entry in new_entries {
                 core.queue.apply(entry.lsn, &entry.record);
                 core.push_entry(entry.lsn, entry.term);
             }
-            (durable, core.last)
+            durable
         };
         if let Some(durable) = durable
             && let Err(e) = durable.await
         {
             fatal("appending to a replica log", &e);
         }
-        self.lock().synced = req.in_sync;
-        Ok(AppendResponse::Accepted { last })
+        let mut core = self.lock();
+        core.synced = req.in_sync && core.last == sent_up_to;
+        Ok(AppendResponse::Accepted { last: sent_up_to })
     }
 
     /// Replaces everything with `snapshot` as the entry at `at`.

@@ -25,8 +25,8 @@ use crate::wire::{AppendRequest, AppendResponse, Position, WireEntry, paths};
 
 /// How long one append call may take before the replica stops being counted.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Entries kept in memory for a replica that is catching up; beyond this they are read back from disk.
-const MAX_BUFFER: usize = 100_000;
+/// Payload bytes kept in memory for a replica that is behind; beyond this they are read back from disk.
+const MAX_BUFFER_BYTES: usize = 64 << 20;
 /// Most entries per append call.
 const MAX_BATCH: usize = 512;
 /// About the most payload bytes per append call.
@@ -99,8 +99,11 @@ pub(crate) fn spawn(
             rx,
             progress: progress_tx,
             buffer: VecDeque::new(),
+            buffer_bytes: 0,
             known: None,
             snapshot_needed: false,
+            announce: false,
+            last_success: std::time::Instant::now(),
         }
         .run(),
     );
@@ -120,9 +123,13 @@ struct Stream {
     rx: mpsc::UnboundedReceiver<Arc<Vec<WireEntry>>>,
     progress: watch::Sender<Progress>,
     buffer: VecDeque<WireEntry>,
+    buffer_bytes: usize,
     /// The replica's last entry known to match ours.
     known: Option<Position>,
     snapshot_needed: bool,
+    /// The replica just became counted: tell it with an empty append.
+    announce: bool,
+    last_success: std::time::Instant,
 }
 
 enum Next {
@@ -153,13 +160,18 @@ impl Stream {
             let request = match next {
                 Next::Send(request) => request,
                 Next::Idle => {
-                    self.progress.send_if_modified(|p| {
+                    let newly = self.progress.send_if_modified(|p| {
                         let changed = !p.counted;
                         p.counted = true;
                         changed
                     });
+                    if newly {
+                        // Tell the replica now that it is counted, so an idle shard has an in-sync copy.
+                        self.announce = true;
+                        continue;
+                    }
                     match self.rx.recv().await {
-                        Some(batch) => self.buffer.extend(batch.iter().cloned()),
+                        Some(batch) => self.extend(&batch),
                         None => return,
                     }
                     continue;
@@ -183,6 +195,7 @@ impl Stream {
             match answer {
                 Ok(AppendResponse::Accepted { last }) => {
                     backoff = Duration::from_millis(50);
+                    self.last_success = std::time::Instant::now();
                     self.context.membership.mark_seen(self.peer);
                     self.snapshot_needed = false;
                     self.known = Some(last);
@@ -213,12 +226,21 @@ impl Stream {
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(shard = %self.shard.name, peer = self.peer, error = %e, "replica unreachable");
-                    self.set_uncounted();
-                    self.known = None;
-                    self.buffer.clear();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    // A replica that is slow or briefly unreachable but not declared dead stays counted: writes
+                    // wait for it rather than being acknowledged without it while it still believes it is in sync.
+                    let membership = &self.context.membership;
+                    let given_up = !membership.alive(self.peer)
+                        || self.last_success.elapsed() > membership.failure_timeout();
+                    tracing::debug!(shard = %self.shard.name, peer = self.peer, error = %e, given_up, "replica call failed");
+                    if given_up {
+                        self.set_uncounted();
+                        self.known = None;
+                        self.clear_buffer();
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
             }
         }
@@ -232,18 +254,36 @@ impl Stream {
         });
     }
 
+    fn extend(&mut self, batch: &[WireEntry]) {
+        for entry in batch {
+            self.buffer_bytes += approximate_size(entry);
+            self.buffer.push_back(entry.clone());
+        }
+        if self.buffer_bytes > MAX_BUFFER_BYTES {
+            self.clear_buffer();
+        }
+    }
+
+    fn clear_buffer(&mut self) {
+        self.buffer.clear();
+        self.buffer_bytes = 0;
+    }
+
+    fn pop_front(&mut self) -> Option<WireEntry> {
+        let entry = self.buffer.pop_front()?;
+        self.buffer_bytes = self.buffer_bytes.saturating_sub(approximate_size(&entry));
+        Some(entry)
+    }
+
     fn drain(&mut self) {
         while let Ok(batch) = self.rx.try_recv() {
-            self.buffer.extend(batch.iter().cloned());
-        }
-        if self.buffer.len() > MAX_BUFFER {
-            self.buffer.clear();
+            self.extend(&batch);
         }
     }
 
     async fn wait_for_more(&mut self) {
         if let Some(batch) = self.rx.recv().await {
-            self.buffer.extend(batch.iter().cloned());
+            self.extend(&batch);
         }
     }
 
@@ -267,7 +307,9 @@ impl Stream {
             };
             let mut request = self.request(at, Vec::new());
             request.snapshot = Some(snapshot);
-            self.buffer.retain(|e| e.lsn > at.lsn);
+            while self.buffer.front().is_some_and(|e| e.lsn <= at.lsn) {
+                self.pop_front();
+            }
             return Ok(Next::Send(request));
         }
         let Some(known) = self.known else {
@@ -276,7 +318,11 @@ impl Stream {
             return Ok(Next::Send(self.request(last, Vec::new())));
         };
         while self.buffer.front().is_some_and(|e| e.lsn <= known.lsn) {
-            self.buffer.pop_front();
+            self.pop_front();
+        }
+        if self.announce {
+            self.announce = false;
+            return Ok(Next::Send(self.request(known, Vec::new())));
         }
         let owner_last = self.shard.lock().last;
         if known.lsn >= owner_last.lsn {
@@ -290,7 +336,7 @@ impl Stream {
                     break;
                 }
                 bytes += approximate_size(entry);
-                if let Some(entry) = self.buffer.pop_front() {
+                if let Some(entry) = self.pop_front() {
                     out.push(entry);
                 }
             }

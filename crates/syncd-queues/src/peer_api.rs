@@ -58,6 +58,18 @@ pub fn problem(e: &QueueError) -> Response {
     (status, [(CONTENT_TYPE, PROBLEM_JSON)], Json(problem)).into_response()
 }
 
+/// Runs a handler's work in its own task: a caller that gives up (a replication call timing out) drops the
+/// handler future, and a truncation or snapshot install cut off half-way would leave memory and disk apart.
+pub async fn detached<T, F>(work: F) -> Result<T, QueueError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, QueueError>> + Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| QueueError::Internal(format!("a queue task failed: {e}")))?
+}
+
 fn answer<T: serde::Serialize>(result: Result<T, QueueError>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
@@ -70,11 +82,11 @@ async fn ping(State(s): Svc) -> Response {
 }
 
 async fn append(State(s): Svc, Json(request): Json<AppendRequest>) -> Response {
-    answer(s.on_append(request).await)
+    answer(detached(async move { s.on_append(request).await }).await)
 }
 
 async fn prepare(State(s): Svc, Json(request): Json<PrepareRequest>) -> Response {
-    answer(s.on_prepare(request).await)
+    answer(detached(async move { s.on_prepare(request).await }).await)
 }
 
 async fn fetch(State(s): Svc, Json(request): Json<FetchRequest>) -> Response {
@@ -82,14 +94,15 @@ async fn fetch(State(s): Svc, Json(request): Json<FetchRequest>) -> Response {
 }
 
 async fn op(State(s): Svc, Json(request): Json<OpRequest>) -> Response {
-    answer(s.on_op(request).await)
+    answer(detached(async move { s.on_op(request).await }).await)
 }
 
 async fn take_over(State(s): Svc, Json(request): Json<TakeOverRequest>) -> Response {
+    let id = s.id();
     answer(
-        s.on_take_over(request)
+        detached(async move { s.on_take_over(request).await })
             .await
-            .map(|()| serde_json::json!({"owner": s.id()})),
+            .map(|()| serde_json::json!({"owner": id})),
     )
 }
 

@@ -15,6 +15,7 @@ use syncd_api::queues::{
     ProduceRequest, ProducedBatch, ProducedOne, QueueInfo, QueueList, ReceiptsRequest,
     ReceiveRequest, ReceiveResponse, RingInfo,
 };
+use syncd_queues::peer_api::detached;
 use syncd_queues::{QueueError, QueueService};
 
 use super::error::{ApiError, ApiJson, ResourceName};
@@ -96,7 +97,8 @@ async fn produce(
             ));
         }
     }
-    let mut ids = s.queues.produce(&name, bodies).await?;
+    let queues = s.queues.clone();
+    let mut ids = detached(async move { queues.produce(&name, bodies).await }).await?;
     let response = if single {
         let id = ids.pop().unwrap_or_default();
         (StatusCode::CREATED, Json(ProducedOne { id })).into_response()
@@ -159,7 +161,8 @@ async fn receive(
             request.wait_ms
         )));
     }
-    let messages = s.queues.receive(&name, request).await?;
+    let queues = s.queues.clone();
+    let messages = detached(async move { queues.receive(&name, request).await }).await?;
     Ok(Json(ReceiveResponse { messages }))
 }
 
@@ -182,7 +185,8 @@ async fn ack(
     ApiJson(request): ApiJson<ReceiptsRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     check_receipts(&request)?;
-    let acked = s.queues.ack(&name, request.receipts).await?;
+    let queues = s.queues.clone();
+    let acked = detached(async move { queues.ack(&name, request.receipts).await }).await?;
     Ok(Json(AckResponse { acked }))
 }
 
@@ -192,7 +196,8 @@ async fn nack(
     ApiJson(request): ApiJson<ReceiptsRequest>,
 ) -> Result<Json<NackResponse>, ApiError> {
     check_receipts(&request)?;
-    let requeued = s.queues.nack(&name, request.receipts).await?;
+    let queues = s.queues.clone();
+    let requeued = detached(async move { queues.nack(&name, request.receipts).await }).await?;
     Ok(Json(NackResponse { requeued }))
 }
 
@@ -200,7 +205,10 @@ async fn info(
     State(s): Queues,
     ResourceName(name): ResourceName,
 ) -> Result<Json<QueueInfo>, ApiError> {
-    Ok(Json(s.queues.info(&name).await?))
+    let queues = s.queues.clone();
+    Ok(Json(
+        detached(async move { queues.info(&name).await }).await?,
+    ))
 }
 
 async fn list(State(s): Queues) -> Result<Json<QueueList>, ApiError> {

@@ -219,8 +219,8 @@ impl QueueService {
         self.membership.rings().is_some() && !self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Stops background work; in-flight calls finish on their own.
-    pub fn shutdown(&self) {
+    /// Stops background work and owning, then flushes and closes every shard log.
+    pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         for task in self
             .background
@@ -230,13 +230,11 @@ impl QueueService {
         {
             task.abort();
         }
-        for shard in self
-            .shards
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
+        for shard in self.local_shards() {
             shard.lock().role = Role::Follower;
+            if let Err(e) = shard.log.clone().close().await {
+                tracing::warn!(shard = %shard.name, error = %e, "closing a shard log failed");
+            }
         }
     }
 

@@ -169,7 +169,7 @@ impl Node {
             }
         }
         if let Some(queues) = &self.queues {
-            queues.shutdown();
+            queues.shutdown().await;
         }
         if let Some(locks) = &self.locks {
             locks.shutdown(hand_over).await;

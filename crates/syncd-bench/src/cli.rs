@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::queues::workload::QueuePlan;
 use crate::workloads::{Plan, Workload};
 
-/// `syncd-bench`: lock benchmarks against a running Syncd or etcd cluster.
+/// `syncd-bench`: lock and queue benchmarks against a running Syncd cluster or a peer (etcd, Redis, RabbitMQ, NATS).
 #[derive(Debug, Parser)]
 #[command(name = "syncd-bench", version, about)]
 pub struct Cli {
@@ -21,7 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the lock workloads against one running cluster and print a markdown table.
     Locks(LocksArgs),
-    /// Put saved results (`locks --json`) side by side; the first file is the baseline of the ratio columns.
+    /// Run the queue workload (produce, then receive+ack) against one running service and print a markdown table.
+    Queues(QueuesArgs),
+    /// Put saved results (`locks --json` or `queues --json`, one kind per call) side by side; the first file is
+    /// the baseline of the ratio columns.
     Compare(CompareArgs),
 }
 
@@ -107,10 +111,81 @@ impl LocksArgs {
     }
 }
 
+/// Which queue service to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueSystem {
+    /// Syncd's REST API (`/v1/queues`); endpoints are the nodes' base URLs.
+    Syncd,
+    /// Redis Streams with one consumer group (`XADD`, `XREADGROUP`, `XACK`); endpoint `redis://host:port`.
+    Redis,
+    /// A RabbitMQ quorum queue (publisher confirms, prefetch 1, manual acks); endpoint `amqp://host:port/%2f`.
+    Rabbitmq,
+    /// A NATS JetStream work-queue stream on file storage with an explicit-ack pull consumer; endpoint
+    /// `nats://host:port`.
+    Nats,
+}
+
+/// `syncd-bench queues`.
+#[derive(Debug, Clone, Args)]
+pub struct QueuesArgs {
+    /// The service to drive.
+    #[arg(long, value_enum)]
+    pub backend: QueueSystem,
+    /// Where it serves: Syncd node base URLs (client i talks to endpoint i mod n), or the one URL of the peer.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Concurrent clients; each value is one run on a fresh queue (produce, then receive+ack).
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub clients: Vec<usize>,
+    /// Messages produced, then consumed, per run (the same for every client count and service).
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: u64,
+    /// Bytes per message body.
+    #[arg(long, default_value_t = 1024)]
+    pub body_bytes: usize,
+    /// How long one receive waits for a message when none is ready.
+    #[arg(long, default_value_t = 1_000)]
+    pub receive_wait_ms: u64,
+    /// How long a received message stays invisible before it is delivered again (JetStream `ack_wait`; RabbitMQ
+    /// and Redis have no such timer: an unacked message waits for its consumer to go away or to be claimed).
+    #[arg(long, default_value_t = 30_000)]
+    pub visibility_ms: u64,
+    /// A phase still running after this long stops; the report then shows what is missing.
+    #[arg(long, default_value_t = 300)]
+    pub phase_timeout_s: u64,
+    /// The name of this service and setup in the tables (default: the backend's name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// How long to wait for the service to answer before starting.
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout_s: u64,
+    /// Process ids of the service's servers, to report their CPU use per message (Linux `/proc`).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// Also save the results here as JSON, for `compare`.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl QueuesArgs {
+    /// The plan these arguments describe.
+    pub fn plan(&self) -> QueuePlan {
+        QueuePlan {
+            clients: self.clients.clone(),
+            messages: self.messages,
+            body_bytes: self.body_bytes,
+            receive_wait: Duration::from_millis(self.receive_wait_ms),
+            visibility: Duration::from_millis(self.visibility_ms),
+            phase_timeout: Duration::from_secs(self.phase_timeout_s),
+            server_pids: self.server_pids.clone(),
+        }
+    }
+}
+
 /// `syncd-bench compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// Result files written by `locks --json`; the first is the baseline.
+    /// Result files written by `locks --json` or by `queues --json` (not mixed); the first is the baseline.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }

@@ -30,11 +30,34 @@ fn parse_stat(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_SECOND)
 }
 
-/// A reading of the servers' and the load generator's CPU time.
+/// CPU seconds the whole machine has spent busy so far (every CPU: user, nice, system, irq, softirq, steal; not
+/// idle or iowait), from the first line of `/proc/stat`.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(stat.lines().next()?)
+}
+
+/// The busy ticks of the `cpu` line of `/proc/stat`, in seconds.
+fn parse_machine_busy(line: &str) -> Option<f64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already part of user).
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|i| ticks.get(*i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(busy as f64 / TICKS_PER_SECOND)
+}
+
+/// A reading of the servers', the load generator's and the whole machine's CPU time.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
     servers: Option<f64>,
     bench: Option<f64>,
+    machine: Option<f64>,
 }
 
 impl CpuSample {
@@ -51,6 +74,7 @@ impl CpuSample {
         CpuSample {
             servers,
             bench: cpu_seconds(None),
+            machine: machine_busy_seconds(),
         }
     }
 
@@ -65,10 +89,15 @@ impl CpuSample {
             (Some(now), Some(then)) => Some(now - then),
             _ => None,
         };
+        let machine = match (self.machine, earlier.machine) {
+            (Some(now), Some(then)) => Some(now - then),
+            _ => None,
+        };
         CpuUse {
             server_cores: servers.map(|s| s / wall),
             server_ms_per_op: servers.filter(|_| ops > 0).map(|s| s * 1000.0 / ops as f64),
             bench_cores: bench.map(|b| b / wall),
+            machine_cores: machine.map(|m| m / wall),
         }
     }
 }
@@ -82,6 +111,17 @@ pub struct CpuUse {
     pub server_ms_per_op: Option<f64>,
     /// Cores kept busy by the load generator.
     pub bench_cores: Option<f64>,
+    /// Cores kept busy by the whole machine (servers, load generator and anything else that ran meanwhile).
+    #[serde(default)]
+    pub machine_cores: Option<f64>,
+}
+
+impl CpuUse {
+    /// Cores used by processes that are neither the servers nor the load generator (the kernel's own work for
+    /// them included): interference, when well above zero.
+    pub fn other_cores(&self) -> Option<f64> {
+        Some((self.machine_cores? - self.server_cores? - self.bench_cores?).max(0.0))
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +134,10 @@ mod tests {
             "4242 (syncd (x) y) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         assert_eq!(parse_stat(line), Some(3.0));
         assert_eq!(parse_stat("garbage"), None);
+        let machine = "cpu  100 5 50 9000 40 3 2 0 7 0";
+        assert_eq!(parse_machine_busy(machine), Some(1.6));
+        assert_eq!(parse_machine_busy("cpu0 1 2 3"), None);
+        assert!(machine_busy_seconds().is_some());
         assert!(cpu_seconds(None).is_some());
     }
 
@@ -102,15 +146,19 @@ mod tests {
         let then = CpuSample {
             servers: Some(10.0),
             bench: Some(1.0),
+            machine: Some(100.0),
         };
         let now = CpuSample {
             servers: Some(13.0),
             bench: Some(2.0),
+            machine: Some(104.5),
         };
         let used = now.since(&then, Duration::from_secs(2), 1000);
         assert_eq!(used.server_cores, Some(1.5));
         assert_eq!(used.server_ms_per_op, Some(3.0));
         assert_eq!(used.bench_cores, Some(0.5));
+        assert_eq!(used.machine_cores, Some(2.25));
+        assert_eq!(used.other_cores(), Some(0.25));
         let unknown = CpuSample::take(&[]);
         assert_eq!(
             unknown

@@ -1,12 +1,17 @@
 //! `syncd-bench`: the load generator behind `docs/benchmarks.md`.
 //!
-//! This crate owns the lock benchmark: it drives a running cluster with many concurrent clients, measures every
+//! This crate owns the lock and queue benchmarks. The lock benchmark drives a running cluster with many concurrent clients, measures every
 //! call with an HDR histogram, and prints the results as a markdown table. The same workloads run against Syncd
 //! (over its REST API, through `syncd-client`) and against etcd (its v3 lock API, through the `etcd-client`
 //! crate), one cluster at a time, behind one [`backend::LockBackend`] trait, so both figures come from the same
 //! load generator. `syncd-bench locks` runs the workloads against one cluster and can save the results as JSON;
 //! `syncd-bench compare` puts saved results side by side with a ratio column. It starts no cluster itself:
 //! `bench/locks.sh` does that.
+//!
+//! The queue benchmark (`syncd-bench queues`, module [`queues`]) produces M messages with C clients, then
+//! receives and acks them with C clients, against Syncd's queue role or against Redis Streams, a RabbitMQ quorum
+//! queue or a NATS JetStream stream, behind one [`queues::backend::QueueBackend`] trait; `compare` puts its
+//! result files side by side too. `bench/queues.sh` starts the services.
 //!
 //! Modules, one job each: [`cli`] (arguments), [`cpu`] (CPU time from `/proc`), [`stats`] (latency histograms and percentiles), [`backend`] (the
 //! backend trait, [`backend::syncd`] and [`backend::etcd`]), [`workloads`] (the load loops), [`report`]
@@ -15,6 +20,7 @@
 mod backend;
 mod cli;
 mod cpu;
+mod queues;
 mod report;
 mod stats;
 mod workloads;
@@ -27,7 +33,13 @@ use clap::Parser;
 use crate::backend::LockBackend;
 use crate::backend::etcd::{EtcdBackend, LeaseMode};
 use crate::backend::syncd::SyncdBackend;
-use crate::cli::{Backend, Cli, Command, CompareArgs, LocksArgs};
+use crate::cli::{Backend, Cli, Command, CompareArgs, LocksArgs, QueueSystem, QueuesArgs};
+use crate::queues::backend::QueueBackend;
+use crate::queues::backend::nats::NatsJetStream;
+use crate::queues::backend::rabbitmq::RabbitQueues;
+use crate::queues::backend::redis::RedisStreams;
+use crate::queues::backend::syncd::SyncdQueues;
+use crate::queues::report::QueueReport;
 use crate::report::RunReport;
 
 #[tokio::main]
@@ -35,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Locks(args) => locks(args).await,
+        Command::Queues(args) => queues(args).await,
         Command::Compare(args) => compare(&args),
     }
 }
@@ -73,15 +86,80 @@ async fn run<B: LockBackend>(backend: B, args: &LocksArgs) -> anyhow::Result<Run
     workloads::run_all(backend, &args.plan()).await
 }
 
+async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
+    let plan = args.plan();
+    let visibility = plan.visibility;
+    let report = match args.backend {
+        QueueSystem::Syncd => {
+            run_queues(SyncdQueues::new(&args.endpoints, visibility), &args).await?
+        }
+        QueueSystem::Redis => {
+            run_queues(
+                RedisStreams::new(&args.endpoints, plan.receive_wait)?,
+                &args,
+            )
+            .await?
+        }
+        QueueSystem::Rabbitmq => run_queues(RabbitQueues::new(&args.endpoints)?, &args).await?,
+        QueueSystem::Nats => {
+            run_queues(NatsJetStream::new(&args.endpoints, visibility)?, &args).await?
+        }
+    };
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    print!("{}", queues::report::markdown(&[report]));
+    Ok(())
+}
+
+async fn run_queues<B: QueueBackend>(backend: B, args: &QueuesArgs) -> anyhow::Result<QueueReport> {
+    let label = args.label.clone().unwrap_or_else(|| backend.label());
+    eprintln!(
+        "syncd-bench: waiting for {label} at {}",
+        args.endpoints.join(",")
+    );
+    backend
+        .wait_ready(Duration::from_secs(args.ready_timeout_s))
+        .await?;
+    queues::workload::run_all(backend, &args.plan(), label).await
+}
+
+/// A saved result file: the lock benchmark's or the queue benchmark's.
+enum Saved {
+    Locks(RunReport),
+    Queues(QueueReport),
+}
+
 fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let mut reports = Vec::new();
+    let mut saved = Vec::new();
     for path in &args.files {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let report: RunReport = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a syncd-bench result", path.display()))?;
-        reports.push(report);
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let parsed = if value.get("kind").and_then(|k| k.as_str()) == Some(queues::report::KIND) {
+            serde_json::from_value(value).map(Saved::Queues)
+        } else {
+            serde_json::from_value(value).map(Saved::Locks)
+        };
+        saved.push(
+            parsed.with_context(|| format!("{} is not a syncd-bench result", path.display()))?,
+        );
     }
-    print!("{}", report::markdown(&reports));
+    let mut locks = Vec::new();
+    let mut queue_reports = Vec::new();
+    for s in saved {
+        match s {
+            Saved::Locks(r) => locks.push(r),
+            Saved::Queues(r) => queue_reports.push(r),
+        }
+    }
+    match (locks.is_empty(), queue_reports.is_empty()) {
+        (false, true) => print!("{}", report::markdown(&locks)),
+        (true, false) => print!("{}", queues::report::markdown(&queue_reports)),
+        (true, true) => {}
+        (false, false) => anyhow::bail!("lock and queue results cannot share one table"),
+    }
     Ok(())
 }

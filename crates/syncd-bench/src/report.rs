@@ -137,7 +137,7 @@ impl Detail {
 }
 
 /// Milliseconds with precision that suits their size.
-fn ms(value: f64) -> String {
+pub(crate) fn ms(value: f64) -> String {
     if value.abs() >= 1000.0 {
         format!("{value:.0}")
     } else if value.abs() >= 10.0 {

@@ -136,6 +136,13 @@ impl Detail {
     }
 }
 
+/// A table cell for an optional figure with `digits` decimals, a dash when unknown.
+pub(crate) fn cell(value: Option<f64>, digits: usize) -> String {
+    value
+        .map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "—".to_owned())
+}
+
 /// Milliseconds with precision that suits their size.
 pub(crate) fn ms(value: f64) -> String {
     if value.abs() >= 1000.0 {
@@ -270,10 +277,6 @@ fn cpu_table(out: &mut String, reports: &[RunReport]) {
         "\n| workload | clients | backend | server CPU (cores) | server CPU ms/op | load generator CPU (cores) |"
     );
     let _ = writeln!(out, "|---|---:|---|---:|---:|---:|");
-    let cell = |v: Option<f64>, digits: usize| {
-        v.map(|v| format!("{v:.digits$}"))
-            .unwrap_or_else(|| "—".to_owned())
-    };
     for result in &base.results {
         for report in reports {
             let Some(row) = find(report, result) else {

@@ -568,49 +568,17 @@ impl QueueService {
                 Ok(OpResult::Received { messages })
             }
             Op::Ack { dead, receipts } => {
-                let receipts = parse_receipts(&receipts)?;
-                let lane = lane(dead);
-                let acked = shard
-                    .write(
-                        |state| {
-                            let (current, unknown) = state.check_receipts(lane, &receipts);
-                            if !unknown.is_empty() {
-                                return Err(unknown_receipts(name, &unknown));
-                            }
-                            Ok(vec![Record::Ack {
-                                lane,
-                                receipts: current,
-                            }])
-                        },
-                        |_, _, records| match records.first() {
-                            Some(Record::Ack { receipts, .. }) => receipts.len(),
-                            _ => 0,
-                        },
-                    )
-                    .await?;
+                let acked = settle(&shard, name, lane(dead), &receipts, |lane, receipts| {
+                    Record::Ack { lane, receipts }
+                })
+                .await?;
                 Ok(OpResult::Acked { acked })
             }
             Op::Nack { dead, receipts } => {
-                let receipts = parse_receipts(&receipts)?;
-                let lane = lane(dead);
-                let requeued = shard
-                    .write(
-                        |state| {
-                            let (current, unknown) = state.check_receipts(lane, &receipts);
-                            if !unknown.is_empty() {
-                                return Err(unknown_receipts(name, &unknown));
-                            }
-                            Ok(vec![Record::Requeue {
-                                lane,
-                                receipts: current,
-                            }])
-                        },
-                        |_, _, records| match records.first() {
-                            Some(Record::Requeue { receipts, .. }) => receipts.len(),
-                            _ => 0,
-                        },
-                    )
-                    .await?;
+                let requeued = settle(&shard, name, lane(dead), &receipts, |lane, receipts| {
+                    Record::Requeue { lane, receipts }
+                })
+                .await?;
                 shard.deliverable.notify_waiters();
                 Ok(OpResult::Requeued { requeued })
             }
@@ -1280,6 +1248,35 @@ impl QueueService {
             Err(e) => tracing::warn!(shard = %shard.name, error = %e, "cannot delete a moved copy"),
         }
     }
+}
+
+/// Acks or nacks (`record` builds the one record) a batch of receipts, all or nothing: any receipt that is not a
+/// current delivery refuses the whole batch. Returns how many messages it settled.
+async fn settle(
+    shard: &Shard,
+    name: &str,
+    lane: Lane,
+    receipts: &[String],
+    record: impl FnOnce(Lane, Vec<Receipt>) -> Record,
+) -> Result<usize, QueueError> {
+    let receipts = parse_receipts(receipts)?;
+    shard
+        .write(
+            |state| {
+                let (current, unknown) = state.check_receipts(lane, &receipts);
+                if !unknown.is_empty() {
+                    return Err(unknown_receipts(name, &unknown));
+                }
+                Ok(vec![record(lane, current)])
+            },
+            |_, _, records| match records.first() {
+                Some(Record::Ack { receipts, .. } | Record::Requeue { receipts, .. }) => {
+                    receipts.len()
+                }
+                _ => 0,
+            },
+        )
+        .await
 }
 
 fn unknown_receipts(queue: &str, unknown: &[Receipt]) -> QueueError {

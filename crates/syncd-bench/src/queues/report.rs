@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::workload::QueuePlan;
 use crate::cpu::CpuUse;
-use crate::report::{Detail, ms};
+use crate::report::{Detail, cell, ms};
 use crate::stats::Summary;
 
 /// The `kind` of a queue result file (lock result files have none).
@@ -378,10 +378,6 @@ fn cpu_table(out: &mut String, reports: &[QueueReport]) {
         "\n| phase | clients | backend | server CPU (cores) | server CPU ms/msg | load generator CPU (cores) | other processes (cores) |"
     );
     let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|");
-    let cell = |v: Option<f64>, digits: usize| {
-        v.map(|v| format!("{v:.digits$}"))
-            .unwrap_or_else(|| "—".to_owned())
-    };
     for (phase, clients) in keys(base) {
         for report in reports {
             let Some(row) = find(report, phase, clients) else {

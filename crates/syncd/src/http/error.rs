@@ -27,6 +27,12 @@ impl ApiError {
         }
     }
 
+    /// A 500 for an unexpected failure in `role`: the detail goes to the log, never to the client.
+    pub fn internal(role: &str, detail: &str) -> Self {
+        tracing::error!(%detail, "internal error in the {role} role");
+        ApiError::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
     /// A 400 `invalid_request`.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, detail)
@@ -37,10 +43,7 @@ impl From<LockError> for ApiError {
     fn from(e: LockError) -> Self {
         match e {
             // Internal details go to the log, never to the client.
-            LockError::Internal(detail) => {
-                tracing::error!(%detail, "internal error in the lock service");
-                ApiError::new(ErrorCode::Internal, "internal error; see the server log")
-            }
+            LockError::Internal(detail) => ApiError::internal("lock", &detail),
             other => ApiError::new(other.code(), other.to_string()),
         }
     }
@@ -73,25 +76,34 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::TooLarge, "the request body is over the limit")
-            } else {
-                ApiError::invalid(format!(
-                    "could not read the request body: {}",
-                    r.body_text()
-                ))
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::invalid(
-                "the request body is empty; a JSON object is expected",
-            ));
-        }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+        json_body(req, state).await?.map(ApiJson).ok_or_else(|| {
+            ApiError::invalid("the request body is empty; a JSON object is expected")
+        })
     }
+}
+
+/// Reads a JSON body with the problems of [`ApiJson`]; `None` when the body is empty or only whitespace.
+pub async fn json_body<S, T>(req: Request, state: &S) -> Result<Option<T>, ApiError>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::TooLarge, "the request body is over the limit")
+        } else {
+            ApiError::invalid(format!(
+                "could not read the request body: {}",
+                r.body_text()
+            ))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 /// A resource name from the path, checked against the name rules.

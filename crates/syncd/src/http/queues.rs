@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use syncd_api::ErrorCode;
 use syncd_api::queues::{
     AckResponse, MAX_BATCH, MAX_RECEIVE, MAX_RECEIVE_WAIT_MS, MAX_VISIBILITY_MS, NackResponse,
@@ -18,7 +17,7 @@ use syncd_api::queues::{
 use syncd_queues::peer_api::detached;
 use syncd_queues::{QueueError, QueueService};
 
-use super::error::{ApiError, ApiJson, ResourceName};
+use super::error::{ApiError, ApiJson, ResourceName, json_body};
 
 /// Limits of the queue routes.
 #[derive(Debug, Clone, Copy)]
@@ -38,10 +37,7 @@ struct QueueState {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Internal(detail) => {
-                tracing::error!(%detail, "internal error in the queue role");
-                ApiError::new(ErrorCode::Internal, "internal error; see the server log")
-            }
+            QueueError::Internal(detail) => ApiError::internal("queue", &detail),
             other => ApiError::new(other.code(), other.to_string()),
         }
     }
@@ -119,22 +115,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::TooLarge, "the request body is over the limit")
-            } else {
-                ApiError::invalid(format!(
-                    "could not read the request body: {}",
-                    r.body_text()
-                ))
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJson(T::default()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(OptionalJson)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+        Ok(OptionalJson(
+            json_body(req, state).await?.unwrap_or_default(),
+        ))
     }
 }
 

@@ -36,9 +36,12 @@ pub(crate) enum Role {
 /// The mutable part of a shard.
 pub(crate) struct Core {
     pub queue: ShardState,
-    /// The last entry (including entries queued but not yet durable).
+    /// The last entry (including entries queued but not yet durable). The log knows it too, but a truncation or
+    /// reset reaches the log's index only when its future runs, while `queue` is rebuilt after it: keeping the
+    /// position here, changed together with `queue` under this lock, gives readers (streams, fetches, snapshots)
+    /// a consistent (state, position) pair.
     pub last: Position,
-    /// `(first lsn, term)` runs, ascending.
+    /// `(first lsn, term)` runs, ascending (kept here for the same reason as `last`).
     pub terms: Vec<(u64, u64)>,
     /// Highest term promised to a would-be owner (persisted before answering).
     pub promised: u64,

@@ -64,39 +64,9 @@ wait_quiet() {
     return 0
 }
 
-# --- children and cleanup -------------------------------------------------------------------------------------
-PIDS=()
-WORK=""
-stop_children() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 150); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [[ $alive == 0 ]] && break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
-cleanup() {
-    stop_children
-    if [[ -n $WORK && -d $WORK && ${KEEP_DATA:-0} != 1 ]]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pid_list() { local IFS=,; echo "$*"; }
-port_free() { ! ss -ltnH "sport = :$1" | grep -q .; }
-wait_port_free() {
-    for _ in $(seq 150); do port_free "$1" && return 0; sleep 0.1; done
-    log "port $1 is still in use"; return 1
-}
-wait_port_open() { # port, seconds
-    for _ in $(seq $(($2 * 10))); do port_free "$1" || return 0; sleep 0.1; done
-    log "nothing listens on port $1 after $2 s"; return 1
-}
 # Everything the benchmark starts must listen on loopback only.
 check_loopback() {
     local pid bad
@@ -196,7 +166,7 @@ run_syncd() { # name, replication factor, fsync mode, nodes
     label+=" ($nodes node$([[ $nodes == 1 ]] || echo s))"
     log "$label: $nodes node(s) on ${SYNCD_PORTS[*]:0:$nodes}"
     "$BENCH" queues --backend syncd --endpoints "$endpoints" "${common[@]}" --label "$label" \
-        --server-pids "$(pid_list "${PIDS[@]}")" --json "$OUT/$name.json" >"$OUT/$name.md"
+        --server-pids "$(pid_list)" --json "$OUT/$name.json" >"$OUT/$name.md"
     stop_children
     for i in $ids; do wait_port_free "${SYNCD_PORTS[$i]}"; done
 }
@@ -216,7 +186,7 @@ run_redis() { # name, appendfsync
     check_loopback "${PIDS[@]}"
     log "redis appendfsync=$fsync on $REDIS_PORT"
     "$BENCH" queues --backend redis --endpoints "redis://127.0.0.1:$REDIS_PORT" "${common[@]}" \
-        --label "redis streams appendfsync=$fsync" --server-pids "$(pid_list "${PIDS[@]}")" \
+        --label "redis streams appendfsync=$fsync" --server-pids "$(pid_list)" \
         --json "$OUT/$name.json" >"$OUT/$name.md"
     stop_children
     wait_port_free "$REDIS_PORT"
@@ -270,7 +240,7 @@ run_nats() {
     check_loopback "${PIDS[@]}"
     log "nats $(nats-server --version) JetStream on $NATS_PORT"
     "$BENCH" queues --backend nats --endpoints "nats://127.0.0.1:$NATS_PORT" "${common[@]}" \
-        --label "nats jetstream file" --server-pids "$(pid_list "${PIDS[@]}")" \
+        --label "nats jetstream file" --server-pids "$(pid_list)" \
         --json "$OUT/$name.json" >"$OUT/$name.md"
     stop_children
     wait_port_free "$NATS_PORT"

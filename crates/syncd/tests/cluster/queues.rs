@@ -143,6 +143,8 @@ async fn delivery_semantics_across_nodes() {
         let b = b.clone();
         tokio::spawn(async move { b.receive("later", &receive(1, 30_000, 10_000)).await })
     };
+    // A head start so the receive is already parked when the message arrives. No condition shows that from
+    // outside; if the receive were slower, it would find the message at once and the test would still hold.
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.produce("later", "now").await.unwrap();
     let woke = waiter.await.unwrap().unwrap();

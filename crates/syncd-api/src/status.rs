@@ -17,6 +17,22 @@ pub struct NodeStatus {
     /// The queue role, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<QueueRoleStatus>,
+    /// The cache role, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRoleStatus>,
+}
+
+/// The membership view of the cache role on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRoleStatus {
+    /// Local sequence number of the current view (it changes whenever a peer joins or leaves).
+    pub epoch: u64,
+    /// Fingerprint of the view (the same on every peer that agrees on the live peers).
+    pub view: String,
+    /// Live cache peers, this node included.
+    pub peers: Vec<u64>,
+    /// Whether the start-up grace period has passed (the node answers as a home).
+    pub ready: bool,
 }
 
 /// The ring view of the queue role on one node.

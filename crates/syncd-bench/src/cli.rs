@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cache::workload::CachePlan;
 use crate::queues::workload::QueuePlan;
 use crate::workloads::{Plan, Workload};
 
-/// `syncd-bench`: lock and queue benchmarks against a running Syncd cluster or a peer (etcd, Redis, RabbitMQ, NATS).
+/// `syncd-bench`: lock, queue and cache benchmarks against a running Syncd cluster or a peer (etcd, Redis, RabbitMQ,
+/// NATS, memcached).
 #[derive(Debug, Parser)]
 #[command(name = "syncd-bench", version, about)]
 pub struct Cli {
@@ -24,8 +26,11 @@ pub enum Command {
     Locks(LocksArgs),
     /// Run the queue workload (produce, then receive+ack) against one running service and print a markdown table.
     Queues(QueuesArgs),
-    /// Put saved results (`locks --json` or `queues --json`, one kind per call) side by side; the first file is
-    /// the baseline of the ratio columns.
+    /// Run the cache workload (preload every key, then a Zipf-distributed GET/SET mix) against one running service
+    /// and print a markdown table.
+    Cache(CacheArgs),
+    /// Put saved results (`locks --json`, `queues --json` or `cache --json`, one kind per call) side by side; the
+    /// first file is the baseline of the ratio columns.
     Compare(CompareArgs),
 }
 
@@ -182,10 +187,87 @@ impl QueuesArgs {
     }
 }
 
+/// Which key-value service to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheSystem {
+    /// Syncd's REST API (`/v1/cache`); endpoints are the nodes' base URLs. Hit = answered from the asked node's
+    /// own copy (`X-Cache: hit`).
+    Syncd,
+    /// Redis `GET`/`SET`; endpoint `redis://host:port`. Hit = the key was found (a remote store).
+    Redis,
+    /// memcached `get`/`set` (text protocol); endpoint `tcp://host:port`. Hit = the key was found (a remote store).
+    Memcached,
+}
+
+/// `syncd-bench cache`.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// The service to drive.
+    #[arg(long, value_enum)]
+    pub backend: CacheSystem,
+    /// Where it serves: Syncd node base URLs (client i talks to endpoint i mod n), or the one address of the peer.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Concurrent clients; each value is one run (preload, then the mix).
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub clients: Vec<usize>,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Unmeasured seconds at the start of the mix (connections, first copies).
+    #[arg(long, default_value_t = 1)]
+    pub warmup_s: u64,
+    /// Distinct keys (`bench-1` .. `bench-<keys>`), each written once before every run.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Exponent s of the Zipf distribution of the keys (rank 1 hottest; 0 = uniform).
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf: f64,
+    /// Share of calls that are GETs, in percent; the rest are SETs.
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub read_percent: u8,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub value_bytes: u64,
+    /// Seed of the clients' key and operation choices (client i's generator is derived from it and i).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The name of this service and setup in the tables (default: the backend's name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// How long to wait for the service to answer before starting.
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout_s: u64,
+    /// Process ids of the service's servers, to report their CPU use per call (Linux `/proc`).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// Also save the results here as JSON, for `compare`.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    /// The plan these arguments describe.
+    pub fn plan(&self) -> anyhow::Result<CachePlan> {
+        Ok(CachePlan {
+            clients: self.clients.clone(),
+            duration: Duration::from_secs(self.duration_s),
+            warmup: Duration::from_secs(self.warmup_s),
+            keys: self.keys,
+            zipf: self.zipf,
+            read_percent: self.read_percent,
+            value_bytes: usize::try_from(self.value_bytes)?,
+            seed: self.seed,
+            server_pids: self.server_pids.clone(),
+        })
+    }
+}
+
 /// `syncd-bench compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// Result files written by `locks --json` or by `queues --json` (not mixed); the first is the baseline.
+    /// Result files written by `locks --json`, `queues --json` or `cache --json` (one kind per call); the first is
+    /// the baseline.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }

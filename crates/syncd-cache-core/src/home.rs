@@ -155,6 +155,14 @@ impl<V: Clone> HomeKey<V> {
         }
     }
 
+    /// The runtime tags of the running and queued requests.
+    pub fn tags(&self) -> impl Iterator<Item = u64> + '_ {
+        self.active
+            .iter()
+            .map(|a| a.incoming.tag)
+            .chain(self.queue.iter().map(|i| i.tag))
+    }
+
     /// Whether the running transaction waits for `node`'s answer.
     pub fn waits_on(&self, node: NodeId) -> bool {
         self.active
@@ -173,6 +181,15 @@ impl<V: Clone> HomeKey<V> {
             && self.queue.is_empty()
             && self.owner.is_none()
             && self.sharers.is_empty()
+    }
+
+    /// Whether the entry may be forgotten at `now` (to bound the directory): no transaction runs or waits and
+    /// every copy's lease has run out, so no peer serves one. Forgetting drops the backing value; an owner's
+    /// unwritten changes are lost with it (its write-back will find no record and be ignored).
+    pub fn droppable(&self, now: u64) -> bool {
+        !self.is_busy()
+            && self.owner.is_none_or(|(_, h)| h.expires <= now)
+            && self.sharers.values().all(|h| h.expires <= now)
     }
 
     /// Whether a transaction runs or waits.

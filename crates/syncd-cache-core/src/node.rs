@@ -112,6 +112,11 @@ impl<V: Clone> NodeKey<V> {
         self.copy.as_ref()
     }
 
+    /// The Modified value being written back (or kept through a delete), if any.
+    pub fn writeback(&self) -> Option<&Copy<V>> {
+        self.writeback.as_ref()
+    }
+
     /// This peer's view of the key: the copy's state, or `I`.
     pub fn state(&self) -> LineState {
         self.copy.as_ref().map_or(LineState::I, |c| c.state)

@@ -88,6 +88,17 @@ impl Ring {
         self.placement(key, 1).first().copied()
     }
 
+    /// The owner of a key given as bytes (cache keys need not be UTF-8); the same as [`Ring::owner`] for the
+    /// bytes of a string.
+    pub fn owner_of_bytes(&self, key: &[u8]) -> Option<NodeId> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let hash = xxh3_64(key);
+        let start = self.points.partition_point(|(p, _)| *p < hash);
+        Some(self.points[start % self.points.len()].1)
+    }
+
     /// The owner of `key` followed by up to `copies - 1` distinct successors: where its `copies` copies live.
     pub fn placement(&self, key: &str, copies: usize) -> Vec<NodeId> {
         let want = copies.min(self.members.len());
@@ -161,6 +172,15 @@ mod tests {
         let ring = Ring::new([], DEFAULT_VNODES, 0);
         assert_eq!(ring.owner("q"), None);
         assert!(ring.placement("q", 2).is_empty());
+    }
+
+    #[test]
+    fn byte_keys_place_like_string_keys() {
+        let ring = Ring::new([1, 2, 3], DEFAULT_VNODES, 1);
+        for key in ["a", "orders", "user:42", "ünïcode"] {
+            assert_eq!(ring.owner_of_bytes(key.as_bytes()), ring.owner(key));
+        }
+        assert_eq!(Ring::new([], 8, 0).owner_of_bytes(b"x"), None);
     }
 
     #[test]

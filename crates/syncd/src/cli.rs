@@ -105,15 +105,15 @@ pub struct ServeArgs {
     /// Copies of each queue shard, owner included.
     #[arg(long, env = "SYNCD_REPLICATION_FACTOR", default_value_t = 2)]
     pub replication_factor: u32,
-    /// Lines each cache peer holds before LRU eviction.
-    #[arg(long, env = "SYNCD_CACHE_CAPACITY", default_value_t = 10_000)]
-    pub cache_capacity: u64,
     /// This pod's name (`<statefulset>-<ordinal>`), for `--discovery`; defaults to `$HOSTNAME`.
     #[arg(long, env = "SYNCD_POD_NAME")]
     pub pod_name: Option<String>,
     /// Queue options.
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// Cache options.
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Tuning.
     #[command(flatten)]
     pub tuning: Tuning,
@@ -137,6 +137,9 @@ pub struct LocalArgs {
     /// Queue options.
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// Cache options.
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Tuning.
     #[command(flatten)]
     pub tuning: Tuning,
@@ -179,6 +182,37 @@ pub struct QueueArgs {
     /// How often queue peers are pinged.
     #[arg(long, env = "SYNCD_QUEUE_PING_INTERVAL_MS", default_value_t = 200)]
     pub queue_ping_interval_ms: u64,
+}
+
+/// Options of the cache role.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Lines each cache peer holds before LRU eviction (also the bound of the keys it homes).
+    #[arg(long, env = "SYNCD_CACHE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: u64,
+    /// Bytes of keys and values each cache peer holds before LRU eviction (0: no byte bound).
+    #[arg(long, env = "SYNCD_CACHE_MAX_BYTES", default_value_t = 0)]
+    pub cache_max_bytes: u64,
+    /// Every write goes to the key's home, which keeps the newest value: a crashed peer loses no write, at a
+    /// round trip per write (without it a Modified line's writes live only at its holder until written back).
+    #[arg(long, env = "SYNCD_CACHE_WRITE_THROUGH")]
+    pub cache_write_through: bool,
+    /// How long a cache copy is served without asking its home again; a silent peer delays writes to the keys it
+    /// holds by at most this (plus 10%).
+    #[arg(long, env = "SYNCD_CACHE_LEASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cache_lease_ms: u64,
+    /// How often cache peers are pinged.
+    #[arg(long, env = "SYNCD_CACHE_PING_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cache_ping_interval_ms: u64,
+    /// A cache peer silent this long leaves the view (its keys get other homes).
+    #[arg(long, env = "SYNCD_CACHE_FAILURE_TIMEOUT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(50..))]
+    pub cache_failure_timeout_ms: u64,
+    /// How often the headless Service is resolved again (`--discovery`).
+    #[arg(long, env = "SYNCD_CACHE_DNS_REFRESH_MS", default_value_t = 5_000)]
+    pub cache_dns_refresh_ms: u64,
+    /// Largest cache value.
+    #[arg(long, env = "SYNCD_MAX_CACHE_VALUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_cache_value_bytes: usize,
 }
 
 /// Timing and limits shared by `serve` and `local`.

@@ -7,7 +7,8 @@
 //! - [`local`]: `syncd local`, a whole cluster on loopback.
 //! - [`logging`]: tracing set-up, human or JSON.
 //!
-//! The roles themselves live in their own crates (`syncd-locks`); this crate only wires them to HTTP.
+//! The roles themselves live in their own crates (`syncd-locks`, `syncd-queues`, `syncd-cache`); this crate only
+//! wires them to HTTP.
 
 pub mod cli;
 pub mod http;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 discovery,
                 replication_factor: args.replication_factor,
                 queue: args.queue,
+                cache: args.cache,
                 tuning: args.tuning,
             })
             .await?;

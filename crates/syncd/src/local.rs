@@ -31,6 +31,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             discovery: None,
             replication_factor: args.replication_factor,
             queue: args.queue.clone(),
+            cache: args.cache.clone(),
             tuning: args.tuning.clone(),
         };
         nodes.push(Node::start(config).await?);
@@ -70,6 +71,11 @@ fn print_banner(peers: &BTreeMap<u64, String>, args: &LocalArgs) {
         "  curl -s -X POST http://{first}/v1/queues/jobs/receive -d '{{\"max\":10,\"visibility_ms\":30000}}'"
     );
     println!("  curl -s http://{first}/v1/ring");
+    let second = peers.values().nth(1).cloned().unwrap_or_else(|| first.clone());
+    println!("  curl -s -X PUT http://{first}/v1/cache/greeting --data-binary 'hello'");
+    println!("  curl -si http://{second}/v1/cache/greeting   # X-Cache: miss, then hit");
+    println!("  curl -s http://{second}/v1/cache/greeting/state");
+    println!("  curl -s http://{first}/v1/cache");
     println!("  curl -s http://{first}/v1/status");
     println!();
     println!("Ctrl-C stops the cluster; its data survives for the next start.");

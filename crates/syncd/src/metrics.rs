@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use syncd_cache::metrics::CacheMetrics;
 use syncd_locks::LockService;
 
 /// Labels of one HTTP request.
@@ -48,9 +49,12 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
-    pub fn new() -> Arc<Self> {
+    /// A fresh registry with every metric registered (the cache role's too, when it runs).
+    pub fn new(cache: Option<&CacheMetrics>) -> Arc<Self> {
         let mut registry = Registry::with_prefix("syncd");
+        if let Some(cache) = cache {
+            cache.register(&mut registry);
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use syncd_cache::{CacheConfig, CacheService};
 use syncd_locks::{LockConfig, LockService};
 use syncd_queues::{FsyncPolicy, PeerSource, QueueConfig, QueueService};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cli::{Discovery, QueueArgs, QueueFsync, Role, Tuning};
+use crate::cli::{CacheArgs, Discovery, QueueArgs, QueueFsync, Role, Tuning};
 use crate::http::{self, AppState, Limits};
 use crate::metrics::Metrics;
 
@@ -35,6 +36,8 @@ pub struct NodeConfig {
     pub replication_factor: u32,
     /// Queue options.
     pub queue: QueueArgs,
+    /// Cache options.
+    pub cache: CacheArgs,
     /// Timing and limits.
     pub tuning: Tuning,
 }
@@ -45,6 +48,7 @@ pub struct Node {
     addr: SocketAddr,
     locks: Option<Arc<LockService>>,
     queues: Option<Arc<QueueService>>,
+    cache: Option<Arc<CacheService>>,
     stop_http: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -67,15 +71,6 @@ impl Node {
         let mut roles = config.roles.clone();
         roles.sort();
         roles.dedup();
-        for role in &roles {
-            if *role == Role::Cache {
-                tracing::warn!(
-                    role = role.as_str(),
-                    "this role is not available in this version yet; skipping it"
-                );
-            }
-        }
-        roles.retain(|r| *r != Role::Cache);
 
         let locks = if roles.contains(&Role::Lock) {
             let advertise = config
@@ -103,12 +98,19 @@ impl Node {
             None
         };
 
+        let cache = if roles.contains(&Role::Cache) {
+            Some(CacheService::start(cache_config(&config)?).await?)
+        } else {
+            None
+        };
+
         let state = AppState {
             node_id: config.id,
             roles,
             locks: locks.clone(),
             queues: queues.clone(),
-            metrics: Metrics::new(),
+            cache: cache.clone(),
+            metrics: Metrics::new(cache.as_ref().map(|c| c.metrics())),
         };
         let limits = Limits {
             max_lock_body_bytes: config.tuning.max_lock_body_bytes,
@@ -118,6 +120,7 @@ impl Node {
                 max_request_bytes: config.queue.max_queue_request_bytes,
                 max_message_bytes: config.queue.max_message_bytes,
             },
+            max_cache_value_bytes: config.cache.max_cache_value_bytes,
         };
         let app = http::app(state, &limits);
         let (stop_http, mut stop_rx) = watch::channel(false);
@@ -134,6 +137,7 @@ impl Node {
             addr,
             locks,
             queues,
+            cache,
             stop_http,
             server,
             grace: Duration::from_millis(config.tuning.shutdown_grace_ms),
@@ -156,6 +160,10 @@ impl Node {
     pub async fn stop(self, hand_over: bool) {
         if let Some(locks) = &self.locks {
             locks.begin_shutdown();
+        }
+        if let Some(cache) = &self.cache {
+            // Before the listener closes: write-backs need the homes, and the homes may still probe this node.
+            cache.shutdown().await;
         }
         self.stop_http.send_replace(true);
         let mut server = self.server;
@@ -208,6 +216,32 @@ fn queue_config(config: &NodeConfig) -> anyhow::Result<QueueConfig> {
     queue.failure_timeout = Duration::from_millis(config.queue.queue_failure_timeout_ms);
     queue.ping_interval = Duration::from_millis(config.queue.queue_ping_interval_ms.max(10));
     Ok(queue)
+}
+
+/// The cache role's configuration from the node's.
+fn cache_config(config: &NodeConfig) -> anyhow::Result<CacheConfig> {
+    let source = match &config.discovery {
+        Some((_, discovery)) => syncd_cache::PeerSource::Dns {
+            service: discovery.service.clone(),
+            port: discovery.port,
+        },
+        None => {
+            if !config.peers.contains_key(&config.id) {
+                anyhow::bail!("--peers must list this node ({})", config.id);
+            }
+            syncd_cache::PeerSource::Static(config.peers.clone())
+        }
+    };
+    let args = &config.cache;
+    let mut cache = CacheConfig::new(config.id, source);
+    cache.capacity = usize::try_from(args.cache_capacity).unwrap_or(usize::MAX);
+    cache.max_bytes = args.cache_max_bytes;
+    cache.write_through = args.cache_write_through;
+    cache.lease = Duration::from_millis(args.cache_lease_ms);
+    cache.ping_interval = Duration::from_millis(args.cache_ping_interval_ms);
+    cache.failure_timeout = Duration::from_millis(args.cache_failure_timeout_ms);
+    cache.dns_refresh = Duration::from_millis(args.cache_dns_refresh_ms.max(100));
+    Ok(cache)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -88,7 +88,18 @@ where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+    let bytes = raw_body(req, state).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// Reads the whole body as bytes: 413 `too_large` over the route's body limit, 400 if it cannot be read.
+pub async fn raw_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::TooLarge, "the request body is over the limit")
         } else {
@@ -97,13 +108,7 @@ where
                 r.body_text()
             ))
         }
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    })
 }
 
 /// A resource name from the path, checked against the name rules.

@@ -3,11 +3,13 @@
 //! - [`error`]: errors as problem+json, and the extractors that turn bad input into 4xx problems.
 //! - [`locks`]: the `/v1/locks` routes.
 //! - [`queues`]: the `/v1/queues` and `/v1/ring` routes.
+//! - [`cache`]: the `/v1/cache` routes.
 //! - [`node`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
 //!
 //! Every request goes through, outermost first: a concurrency limit, a timeout (504 problem), panic capture
 //! (500 problem; a panic is a bug, never an answer), tracing with the matched route, and the metrics recorder.
 
+pub mod cache;
 pub mod error;
 pub mod locks;
 pub mod node;
@@ -22,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
 use syncd_api::ErrorCode;
+use syncd_cache::CacheService;
 use syncd_locks::LockService;
 use syncd_queues::QueueService;
 use tower::ServiceBuilder;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub locks: Option<Arc<LockService>>,
     /// The queue role, when it runs.
     pub queues: Option<Arc<QueueService>>,
+    /// The cache role, when it runs.
+    pub cache: Option<Arc<CacheService>>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
 }
@@ -60,6 +65,8 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Queue body limits.
     pub queues: queues::QueueLimits,
+    /// Largest cache value.
+    pub max_cache_value_bytes: usize,
 }
 
 /// The whole router of a node.
@@ -74,6 +81,11 @@ pub fn app(state: AppState, limits: &Limits) -> Router {
         router = router
             .merge(queues::routes(q.clone(), limits.queues))
             .merge(syncd_queues::peer_api::router(q.clone()));
+    }
+    if let Some(c) = &state.cache {
+        router = router
+            .merge(cache::routes(c.clone(), limits.max_cache_value_bytes))
+            .merge(syncd_cache::peer_api::router(c.clone()));
     }
     router
         .fallback(not_found)

@@ -38,6 +38,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     {
         return problem_response(ErrorCode::Unavailable, "the queue ring is not formed yet");
     }
+    if let Some(cache) = &state.cache
+        && !cache.ready()
+    {
+        return problem_response(
+            ErrorCode::Unavailable,
+            "the cache role is waiting out its start-up grace period",
+        );
+    }
     Json(serde_json::json!({"status": "ready"})).into_response()
 }
 
@@ -60,5 +68,6 @@ async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         locks: state.locks.as_ref().map(|l| l.status()),
         queues: state.queues.as_ref().map(|q| q.status()),
+        cache: state.cache.as_ref().map(|c| c.status()),
     })
 }

@@ -1,8 +1,8 @@
 //! The peer protocol's bodies: a small JSON header, then the key and the value as raw bytes.
 //!
 //! Frame layout: `[u32 BE header length][header JSON][u32 BE key length][key][value]`. Keys may be any bytes and
-//! values up to megabytes, so neither goes through JSON; the header says whether a value follows (`has_value`),
-//! because an empty value and no value differ.
+//! values up to megabytes, so neither goes through JSON. In the header a value's place holds `true` when the value
+//! follows the key, and `null` when there is none (an empty value and no value differ).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -67,7 +67,7 @@ pub struct RequestHeader {
     /// The requester.
     pub from: Sender,
     /// The request, its value carried after the key.
-    pub request: Request<()>,
+    pub request: Request<bool>,
 }
 
 /// Why a home did not run a request; the requester refreshes its view and asks again.
@@ -90,7 +90,7 @@ pub enum Refusal {
 #[serde(rename_all = "snake_case")]
 pub enum ReplyHeader {
     /// The request ran.
-    Reply(Reply<()>),
+    Reply(Reply<bool>),
     /// The request did not run.
     Refused(Refusal),
 }
@@ -110,7 +110,7 @@ pub struct AnswerHeader {
     /// The holder's incarnation.
     pub inc: u64,
     /// The answer.
-    pub answer: ProbeAnswer<()>,
+    pub answer: ProbeAnswer<bool>,
 }
 
 /// `GET /internal/cache/ping`: who answers there.
@@ -125,19 +125,19 @@ pub struct Pong {
 }
 
 /// Splits a request into its header part and value.
-pub fn split_request(request: Request<Bytes>) -> (Request<()>, Option<Bytes>) {
+pub fn split_request(request: Request<Bytes>) -> (Request<bool>, Option<Bytes>) {
     match request {
         Request::Read => (Request::Read, None),
         Request::Write { value } => (
             Request::Write {
-                value: value.as_ref().map(|_| ()),
+                value: value.as_ref().map(|_| true),
             },
             value,
         ),
         Request::WriteBack { grant, value } => (
             Request::WriteBack {
                 grant,
-                value: value.as_ref().map(|_| ()),
+                value: value.as_ref().map(|_| true),
             },
             value,
         ),
@@ -145,21 +145,21 @@ pub fn split_request(request: Request<Bytes>) -> (Request<()>, Option<Bytes>) {
 }
 
 /// Puts a request back together.
-pub fn join_request(request: Request<()>, value: Bytes) -> Request<Bytes> {
+pub fn join_request(request: Request<bool>, value: Bytes) -> Request<Bytes> {
     match request {
         Request::Read => Request::Read,
         Request::Write { value: v } => Request::Write {
-            value: v.map(|()| value),
+            value: v.map(|_| value),
         },
         Request::WriteBack { grant, value: v } => Request::WriteBack {
             grant,
-            value: v.map(|()| value),
+            value: v.map(|_| value),
         },
     }
 }
 
 /// Splits a reply into its header part and value.
-pub fn split_reply(reply: Reply<Bytes>) -> (Reply<()>, Option<Bytes>) {
+pub fn split_reply(reply: Reply<Bytes>) -> (Reply<bool>, Option<Bytes>) {
     match reply {
         Reply::Fill {
             grant,
@@ -169,7 +169,7 @@ pub fn split_reply(reply: Reply<Bytes>) -> (Reply<()>, Option<Bytes>) {
             Reply::Fill {
                 grant,
                 state,
-                value: value.as_ref().map(|_| ()),
+                value: value.as_ref().map(|_| true),
             },
             value,
         ),
@@ -181,7 +181,7 @@ pub fn split_reply(reply: Reply<Bytes>) -> (Reply<()>, Option<Bytes>) {
 }
 
 /// Puts a reply back together.
-pub fn join_reply(reply: Reply<()>, value: Bytes) -> Reply<Bytes> {
+pub fn join_reply(reply: Reply<bool>, value: Bytes) -> Reply<Bytes> {
     match reply {
         Reply::Fill {
             grant,
@@ -190,7 +190,7 @@ pub fn join_reply(reply: Reply<()>, value: Bytes) -> Reply<Bytes> {
         } => Reply::Fill {
             grant,
             state,
-            value: v.map(|()| value),
+            value: v.map(|_| value),
         },
         Reply::Granted { grant, state } => Reply::Granted { grant, state },
         Reply::Deleted { txn } => Reply::Deleted { txn },
@@ -200,13 +200,13 @@ pub fn join_reply(reply: Reply<()>, value: Bytes) -> Reply<Bytes> {
 }
 
 /// Splits a probe answer into its header part and value.
-pub fn split_answer(answer: ProbeAnswer<Bytes>) -> (ProbeAnswer<()>, Option<Bytes>) {
+pub fn split_answer(answer: ProbeAnswer<Bytes>) -> (ProbeAnswer<bool>, Option<Bytes>) {
     match answer {
         ProbeAnswer::NotHeld => (ProbeAnswer::NotHeld, None),
         ProbeAnswer::Dropped => (ProbeAnswer::Dropped, None),
         ProbeAnswer::Data { value, dirty, kept } => (
             ProbeAnswer::Data {
-                value: (),
+                value: true,
                 dirty,
                 kept,
             },
@@ -216,7 +216,7 @@ pub fn split_answer(answer: ProbeAnswer<Bytes>) -> (ProbeAnswer<()>, Option<Byte
 }
 
 /// Puts a probe answer back together.
-pub fn join_answer(answer: ProbeAnswer<()>, value: Bytes) -> ProbeAnswer<Bytes> {
+pub fn join_answer(answer: ProbeAnswer<bool>, value: Bytes) -> ProbeAnswer<Bytes> {
     match answer {
         ProbeAnswer::NotHeld => ProbeAnswer::NotHeld,
         ProbeAnswer::Dropped => ProbeAnswer::Dropped,

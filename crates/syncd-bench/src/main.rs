@@ -195,9 +195,15 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             Saved::Cache(r) => cache_reports.push(r),
         }
     }
-    let kinds = [!locks.is_empty(), !queue_reports.is_empty(), !cache_reports.is_empty()];
+    let kinds = [
+        !locks.is_empty(),
+        !queue_reports.is_empty(),
+        !cache_reports.is_empty(),
+    ];
     if kinds.iter().filter(|k| **k).count() > 1 {
-        anyhow::bail!("lock, queue and cache results cannot share one table: compare one kind at a time");
+        anyhow::bail!(
+            "lock, queue and cache results cannot share one table: compare one kind at a time"
+        );
     }
     if !locks.is_empty() {
         print!("{}", report::markdown(&locks));

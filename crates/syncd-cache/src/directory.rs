@@ -167,11 +167,8 @@ impl Directory {
         }
         // Waiters of forgotten entries can never be answered: drop their senders (the requester retries).
         if !gone.is_empty() {
-            let live: std::collections::HashSet<u64> = state
-                .entries
-                .iter()
-                .flat_map(|(_, e)| e.tags())
-                .collect();
+            let live: std::collections::HashSet<u64> =
+                state.entries.iter().flat_map(|(_, e)| e.tags()).collect();
             state.waiters.retain(|tag, _| live.contains(tag));
         }
         self.metrics

@@ -323,8 +323,14 @@ mod tests {
         let t0 = Instant::now();
         let m = membership(t0);
         let key = b"some-key";
-        assert!(!m.servable(key, t0), "nothing is served during the start-up grace");
-        assert!(m.servable(key, t0 + Duration::from_secs(3)), "alone, it homes every key");
+        assert!(
+            !m.servable(key, t0),
+            "nothing is served during the start-up grace"
+        );
+        assert!(
+            m.servable(key, t0 + Duration::from_secs(3)),
+            "alone, it homes every key"
+        );
         // Peer 2 joins at t=3 and leaves at t=5: keys that were 2's while it was here wait until t=8.
         m.record_pong(
             "b:1",

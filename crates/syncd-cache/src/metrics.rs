@@ -87,26 +87,82 @@ impl CacheMetrics {
     /// Registers every metric (the registry adds the `syncd_` prefix).
     pub fn register(&self, registry: &mut Registry) {
         let counters = [
-            ("cache_hits", "Cache reads served from a local copy", &self.hits),
-            ("cache_misses", "Cache reads that asked the key's home", &self.misses),
-            ("cache_evictions", "Cache lines evicted by LRU", &self.evictions),
-            ("cache_expirations", "Cache copies dropped when their lease ran out", &self.expirations),
-            ("cache_writebacks", "Modified cache lines written back to their home", &self.writebacks),
-            ("cache_invalidations_received", "Invalidations received as a holder", &self.invalidations_received),
-            ("cache_recalls_received", "Recalls (downgrades) received as a holder", &self.recalls_received),
-            ("cache_invalidations_sent", "Invalidations sent as a home", &self.invalidations_sent),
-            ("cache_recalls_sent", "Recalls (downgrades) sent as a home", &self.recalls_sent),
-            ("cache_lost_lines", "Possibly dirty copies given up because their holder restarted or went silent", &self.lost),
-            ("cache_directory_forgotten", "Home directory entries forgotten to stay within capacity", &self.forgotten),
+            (
+                "cache_hits",
+                "Cache reads served from a local copy",
+                &self.hits,
+            ),
+            (
+                "cache_misses",
+                "Cache reads that asked the key's home",
+                &self.misses,
+            ),
+            (
+                "cache_evictions",
+                "Cache lines evicted by LRU",
+                &self.evictions,
+            ),
+            (
+                "cache_expirations",
+                "Cache copies dropped when their lease ran out",
+                &self.expirations,
+            ),
+            (
+                "cache_writebacks",
+                "Modified cache lines written back to their home",
+                &self.writebacks,
+            ),
+            (
+                "cache_invalidations_received",
+                "Invalidations received as a holder",
+                &self.invalidations_received,
+            ),
+            (
+                "cache_recalls_received",
+                "Recalls (downgrades) received as a holder",
+                &self.recalls_received,
+            ),
+            (
+                "cache_invalidations_sent",
+                "Invalidations sent as a home",
+                &self.invalidations_sent,
+            ),
+            (
+                "cache_recalls_sent",
+                "Recalls (downgrades) sent as a home",
+                &self.recalls_sent,
+            ),
+            (
+                "cache_lost_lines",
+                "Possibly dirty copies given up because their holder restarted or went silent",
+                &self.lost,
+            ),
+            (
+                "cache_directory_forgotten",
+                "Home directory entries forgotten to stay within capacity",
+                &self.forgotten,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
         let gauges = [
             ("cache_entries", "Cache lines holding a copy", &self.entries),
-            ("cache_bytes", "Bytes of keys and values in cache lines", &self.bytes),
-            ("cache_directory_entries", "Keys homed here with a directory entry", &self.directory_entries),
-            ("cache_peers", "Live cache peers in this node's view, itself included", &self.peers),
+            (
+                "cache_bytes",
+                "Bytes of keys and values in cache lines",
+                &self.bytes,
+            ),
+            (
+                "cache_directory_entries",
+                "Keys homed here with a directory entry",
+                &self.directory_entries,
+            ),
+            (
+                "cache_peers",
+                "Live cache peers in this node's view, itself included",
+                &self.peers,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());

@@ -51,7 +51,11 @@ async fn request(State(cache): State<Arc<CacheService>>, body: Bytes) -> Respons
     match result {
         ServeResult::Reply(reply) => {
             let (reply, value) = wire::split_reply(reply);
-            frame_response(wire::encode(&ReplyHeader::Reply(reply), &key, value.as_ref()))
+            frame_response(wire::encode(
+                &ReplyHeader::Reply(reply),
+                &key,
+                value.as_ref(),
+            ))
         }
         ServeResult::Refused(refusal) => {
             frame_response(wire::encode(&ReplyHeader::Refused(refusal), &key, None))
@@ -68,5 +72,9 @@ async fn probe(State(cache): State<Arc<CacheService>>, body: Bytes) -> Response 
     let answer = cache.answer_probe(&key, header.probe);
     let (answer, value) = wire::split_answer(answer);
     let inc = cache.incarnation();
-    frame_response(wire::encode(&AnswerHeader { inc, answer }, &key, value.as_ref()))
+    frame_response(wire::encode(
+        &AnswerHeader { inc, answer },
+        &key,
+        value.as_ref(),
+    ))
 }

@@ -35,8 +35,10 @@ pub struct CacheConfig {
     pub id: u64,
     /// How peers are found.
     pub source: PeerSource,
-    /// Lines held before LRU eviction (also the bound of the home directory).
+    /// Lines held before LRU eviction.
     pub capacity: usize,
+    /// Keys homed here (directory entries) before the least recently used droppable ones are forgotten.
+    pub home_capacity: usize,
     /// Bytes of keys and values held in lines before LRU eviction (0: no byte bound).
     pub max_bytes: u64,
     /// Every write goes to the home, which keeps the newest value (no Modified lines).
@@ -62,6 +64,7 @@ impl CacheConfig {
             id,
             source,
             capacity: 10_000,
+            home_capacity: 10_000,
             max_bytes: 0,
             write_through: false,
             lease: Duration::from_secs(5),
@@ -192,7 +195,7 @@ impl CacheService {
             },
             metrics.clone(),
         );
-        let directory = Directory::new(home, config.capacity, now, metrics.clone());
+        let directory = Directory::new(home, config.home_capacity, now, metrics.clone());
         let (stop, _) = watch::channel(false);
         let service = Arc::new(CacheService {
             config,
@@ -325,7 +328,10 @@ impl CacheService {
             .await
             .is_err()
         {
-            tracing::warn!(count, "not every Modified line was written back before stopping");
+            tracing::warn!(
+                count,
+                "not every Modified line was written back before stopping"
+            );
         }
         for task in self.lock_tasks().drain(..) {
             task.abort();
@@ -403,9 +409,9 @@ impl CacheService {
                             if let Refusal::WrongView { .. } | Refusal::NotHome = refusal {
                                 self.refresh_now.notify_one();
                             }
-                            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(
-                                Instant::now(),
-                            )))
+                            tokio::time::sleep(
+                                backoff.min(deadline.saturating_duration_since(Instant::now())),
+                            )
                             .await;
                             backoff = (backoff * 2).min(Duration::from_millis(200));
                             continue;
@@ -503,9 +509,7 @@ impl CacheService {
         if !self.membership.servable(key, now) {
             return ServeResult::Refused(Refusal::Warming);
         }
-        let (reply, probes) = self
-            .directory
-            .submit(key, from.id, from.inc, request, now);
+        let (reply, probes) = self.directory.submit(key, from.id, from.inc, request, now);
         self.spawn_probes(probes);
         match tokio::time::timeout(self.config.op_timeout, reply).await {
             Ok(Ok(reply)) => ServeResult::Reply(reply),
@@ -543,7 +547,10 @@ impl CacheService {
             }
             let started = Instant::now();
             let answered = if job.to == self.config.id {
-                Some((self.membership.inc(), self.answer_probe(&job.key, job.probe)))
+                Some((
+                    self.membership.inc(),
+                    self.answer_probe(&job.key, job.probe),
+                ))
             } else {
                 self.send_probe(&job).await
             };
@@ -553,16 +560,19 @@ impl CacheService {
                     .probe_rtt
                     .get_or_create(&KindLabel { kind })
                     .observe(started.elapsed().as_secs_f64());
-                let more = self
-                    .directory
-                    .on_answer(&job.key, job.to, inc, job.probe.txn, answer, now);
+                let more =
+                    self.directory
+                        .on_answer(&job.key, job.to, inc, job.probe.txn, answer, now);
                 self.spawn_probes(more);
                 return;
             }
             let now_ms = self.directory.now_ms(now);
             if now_ms >= job.deadline {
                 // Its lease has run out: it serves nothing any more, so the transaction goes on without it.
-                tracing::info!(holder = job.to, "cache holder silent past its lease; giving it up");
+                tracing::info!(
+                    holder = job.to,
+                    "cache holder silent past its lease; giving it up"
+                );
                 let more = self.directory.on_unreachable(&job.key, job.to, now);
                 self.spawn_probes(more);
                 return;
@@ -590,7 +600,12 @@ impl CacheService {
         );
         let answer = self
             .peers
-            .post(&addr, "/internal/cache/probe", frame, Duration::from_secs(1))
+            .post(
+                &addr,
+                "/internal/cache/probe",
+                frame,
+                Duration::from_secs(1),
+            )
             .await
             .ok()?;
         let (header, _, value): (AnswerHeader, _, _) = wire::decode(answer).ok()?;
@@ -611,14 +626,24 @@ impl CacheService {
         loop {
             let view = self.membership.view();
             if view.home_of(&wb.key) != Some(wb.home) {
-                tracing::warn!(home = wb.home.id, "a Modified cache line's home left; the line is dropped");
+                tracing::warn!(
+                    home = wb.home.id,
+                    "a Modified cache line's home left; the line is dropped"
+                );
                 self.lock_store().writeback_failed(&wb.key);
                 self.changed.notify_waiters();
                 return;
             }
             let deadline = Instant::now() + self.config.op_timeout;
             match self
-                .ask(&wb.key, wb.home, &view, wb.request.clone(), "writeback", deadline)
+                .ask(
+                    &wb.key,
+                    wb.home,
+                    &view,
+                    wb.request.clone(),
+                    "writeback",
+                    deadline,
+                )
                 .await
             {
                 Ok(reply) => {

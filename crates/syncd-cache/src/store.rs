@@ -308,7 +308,8 @@ impl LineStore {
         let Some(line) = self.lines.peek_mut(key) else {
             return;
         };
-        let value_bytes = |c: Option<&syncd_cache_core::Copy<Bytes>>| c.map_or(0, |c| c.value.len());
+        let value_bytes =
+            |c: Option<&syncd_cache_core::Copy<Bytes>>| c.map_or(0, |c| c.value.len());
         let held = line.key.copy().is_some();
         let bytes = if held || line.key.writeback().is_some() {
             (key.len() + value_bytes(line.key.copy()) + value_bytes(line.key.writeback())) as u64
@@ -333,14 +334,17 @@ mod tests {
     use super::*;
 
     fn store(capacity: usize, max_bytes: u64) -> LineStore {
-        LineStore::new(StoreConfig {
-            capacity,
-            max_bytes,
-            lease: Duration::from_secs(10),
-            policy: Policy {
-                write_through: false,
+        LineStore::new(
+            StoreConfig {
+                capacity,
+                max_bytes,
+                lease: Duration::from_secs(10),
+                policy: Policy {
+                    write_through: false,
+                },
             },
-        }, CacheMetrics::default())
+            CacheMetrics::default(),
+        )
     }
 
     const HOME: HomeRef = HomeRef { id: 1, inc: 1 };
@@ -416,7 +420,10 @@ mod tests {
         assert!(matches!(s.read(&key("a"), now, HOME).0, ReadStep::Hit(..)));
         let later = now + Duration::from_secs(11);
         assert_eq!(s.state(&key("a"), later), LineState::I);
-        assert!(matches!(s.read(&key("a"), later, HOME).0, ReadStep::Miss(_)));
+        assert!(matches!(
+            s.read(&key("a"), later, HOME).0,
+            ReadStep::Miss(_)
+        ));
         assert_eq!(s.metrics.expirations.get(), 1);
         assert_eq!(s.metrics.hits.get(), 1);
         assert_eq!(s.metrics.misses.get(), 2);

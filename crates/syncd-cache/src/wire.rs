@@ -280,7 +280,15 @@ mod tests {
 
     #[test]
     fn truncated_frames_are_errors_not_panics() {
-        let frame = encode(&Pong { id: 1, inc: 1, view: 1 }, b"key", None);
+        let frame = encode(
+            &Pong {
+                id: 1,
+                inc: 1,
+                view: 1,
+            },
+            b"key",
+            None,
+        );
         for cut in 0..frame.len() {
             let short = frame.slice(..cut);
             assert!(decode::<Pong>(short).is_err(), "cut at {cut}");

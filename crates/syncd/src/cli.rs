@@ -187,9 +187,13 @@ pub struct QueueArgs {
 /// Options of the cache role.
 #[derive(Debug, Clone, Args)]
 pub struct CacheArgs {
-    /// Lines each cache peer holds before LRU eviction (also the bound of the keys it homes).
+    /// Lines each cache peer holds before LRU eviction.
     #[arg(long, env = "SYNCD_CACHE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_capacity: u64,
+    /// Keys each cache peer keeps as their home (directory entries with the backing value) before forgetting
+    /// the least recently used ones no copy depends on; 0: the same as `--cache-capacity`.
+    #[arg(long, env = "SYNCD_CACHE_HOME_CAPACITY", default_value_t = 0)]
+    pub cache_home_capacity: u64,
     /// Bytes of keys and values each cache peer holds before LRU eviction (0: no byte bound).
     #[arg(long, env = "SYNCD_CACHE_MAX_BYTES", default_value_t = 0)]
     pub cache_max_bytes: u64,

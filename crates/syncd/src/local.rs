@@ -71,7 +71,11 @@ fn print_banner(peers: &BTreeMap<u64, String>, args: &LocalArgs) {
         "  curl -s -X POST http://{first}/v1/queues/jobs/receive -d '{{\"max\":10,\"visibility_ms\":30000}}'"
     );
     println!("  curl -s http://{first}/v1/ring");
-    let second = peers.values().nth(1).cloned().unwrap_or_else(|| first.clone());
+    let second = peers
+        .values()
+        .nth(1)
+        .cloned()
+        .unwrap_or_else(|| first.clone());
     println!("  curl -s -X PUT http://{first}/v1/cache/greeting --data-binary 'hello'");
     println!("  curl -si http://{second}/v1/cache/greeting   # X-Cache: miss, then hit");
     println!("  curl -s http://{second}/v1/cache/greeting/state");

@@ -235,6 +235,10 @@ fn cache_config(config: &NodeConfig) -> anyhow::Result<CacheConfig> {
     let args = &config.cache;
     let mut cache = CacheConfig::new(config.id, source);
     cache.capacity = usize::try_from(args.cache_capacity).unwrap_or(usize::MAX);
+    cache.home_capacity = match args.cache_home_capacity {
+        0 => cache.capacity,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
     cache.max_bytes = args.cache_max_bytes;
     cache.write_through = args.cache_write_through;
     cache.lease = Duration::from_millis(args.cache_lease_ms);

@@ -5,6 +5,7 @@
 
 mod cluster {
     mod bad_input;
+    mod cache;
     mod failover;
     pub mod harness;
     mod locks_basic;

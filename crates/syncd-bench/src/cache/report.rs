@@ -546,16 +546,30 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| GET | 16 | redis | 20000 | 0.50 | 2.00 | 0.00 | 100.0 % | 0 | 2.00× |"),
+            text.contains(
+                "| GET | 16 | redis | 20000 | 0.50 | 2.00 | 0.00 | 100.0 % | 0 | 2.00× |"
+            ),
             "{text}"
         );
         assert!(text.contains("| SET | 16 | redis | 1053 |"), "{text}");
         assert!(text.contains("| all | 16 | syncd | 42105 |"), "{text}");
-        assert!(text.contains("| 16 | syncd | 1000 | 900 | 100 | 0 | 0 | 1.5 | 0 |"), "{text}");
-        assert!(text.contains("Hit rate of syncd: the share of GETs served"), "{text}");
-        assert!(text.contains("Hit rate of redis: the share of GETs that found"), "{text}");
+        assert!(
+            text.contains("| 16 | syncd | 1000 | 900 | 100 | 0 | 0 | 1.5 | 0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Hit rate of syncd: the share of GETs served"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Hit rate of redis: the share of GETs that found"),
+            "{text}"
+        );
         assert!(text.contains("every GET is a network round trip"), "{text}");
-        assert!(text.contains("95 % GET / 5 % SET, 10000 keys, Zipf s=0.99"), "{text}");
+        assert!(
+            text.contains("95 % GET / 5 % SET, 10000 keys, Zipf s=0.99"),
+            "{text}"
+        );
         assert!(!text.contains("Note:"), "{text}");
         let get_row = text.find("| GET | 16 | redis").unwrap_or(usize::MAX);
         let set_row = text.find("| SET | 16 | syncd").unwrap_or(0);
@@ -580,12 +594,24 @@ mod tests {
         let mut b = report("memcached", HitMeaning::Found, 0.0, GetOutcomes::default());
         b.settings.read_percent = 50;
         let text = markdown(&[a, b]);
-        assert!(text.contains("Note: memcached ran with other settings: 50 % GET / 50 % SET"), "{text}");
-        assert!(text.contains("5 hits, 6 misses, 7 evictions, 8 invalidations sent and 9 received"), "{text}");
+        assert!(
+            text.contains("Note: memcached ran with other settings: 50 % GET / 50 % SET"),
+            "{text}"
+        );
+        assert!(
+            text.contains("5 hits, 6 misses, 7 evictions, 8 invalidations sent and 9 received"),
+            "{text}"
+        );
         assert!(text.contains("12000 of 30000 lines"), "{text}");
-        assert!(text.contains("3 errors (3 GET, 0 SET, 0 preload), first: GET bench-1: 500"), "{text}");
+        assert!(
+            text.contains("3 errors (3 GET, 0 SET, 0 preload), first: GET bench-1: 500"),
+            "{text}"
+        );
         assert!(text.contains("| GET | 16 | memcached | 0 |"), "{text}");
         assert!(text.contains("n/a"), "{text}");
-        assert!(text.contains("| GET | 16 | syncd | 100 | 0.50 | 2.00 | 0.00 | — |"), "{text}");
+        assert!(
+            text.contains("| GET | 16 | syncd | 100 | 0.50 | 2.00 | 0.00 | — |"),
+            "{text}"
+        );
     }
 }

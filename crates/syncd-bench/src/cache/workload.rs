@@ -145,7 +145,10 @@ pub async fn run_all<B: CacheBackend>(
 }
 
 /// Opens `clients` sessions.
-async fn open<B: CacheBackend>(backend: &Arc<B>, clients: usize) -> anyhow::Result<Vec<B::Session>> {
+async fn open<B: CacheBackend>(
+    backend: &Arc<B>,
+    clients: usize,
+) -> anyhow::Result<Vec<B::Session>> {
     let mut sessions = Vec::with_capacity(clients);
     for client in 0..clients {
         sessions.push(
@@ -200,7 +203,10 @@ async fn preload<S: CacheSession>(
             let mut rank = client as u64 + 1;
             while rank <= keys {
                 let key = key(rank);
-                if let Err(e) = session.set(&key, &value(&key, client, 0, size, &filler)).await {
+                if let Err(e) = session
+                    .set(&key, &value(&key, client, 0, size, &filler))
+                    .await
+                {
                     errors.record(e).await;
                 }
                 rank += clients as u64;
@@ -222,7 +228,11 @@ async fn preload<S: CacheSession>(
         errors: errors.count,
         seconds: start.elapsed().as_secs_f64(),
     };
-    Ok((back.into_iter().map(|(_, s)| s).collect(), preload, errors.first))
+    Ok((
+        back.into_iter().map(|(_, s)| s).collect(),
+        preload,
+        errors.first,
+    ))
 }
 
 /// The measured window of a run.

@@ -164,7 +164,11 @@ mod tests {
         let total: f64 = (1..=100).map(|k| zipf.probability(k)).sum();
         assert!((total - 1.0).abs() < 1e-9, "{total}");
         // Rank 1 of Zipf(0.99) over 100 keys: 1 / H(100, 0.99) = 0.18887...
-        assert!((zipf.probability(1) - 0.18887).abs() < 1e-4, "{}", zipf.probability(1));
+        assert!(
+            (zipf.probability(1) - 0.18887).abs() < 1e-4,
+            "{}",
+            zipf.probability(1)
+        );
     }
 
     #[test]

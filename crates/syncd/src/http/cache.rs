@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,15 +47,10 @@ struct CacheKey(Bytes);
 impl<S: Send + Sync> FromRequestParts<S> for CacheKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::invalid(format!("bad key in the path: {}", e.body_text())))?;
-        let raw = params
-            .iter()
-            .find(|(name, _)| *name == "key")
-            .map(|(_, value)| value)
-            .unwrap_or_default();
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // The key is the fourth segment of `/v1/cache/{key}[/state]`, taken from the raw path: axum's path
+        // parameters must decode to UTF-8, and cache keys need not.
+        let raw = parts.uri.path().split('/').nth(3).unwrap_or_default();
         let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(ApiError::invalid(format!(
@@ -73,13 +68,12 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let read = cache.get(key).await?;
     let Some(value) = read.value else {
-        return Err(ApiError::new(ErrorCode::NotFound, "no value under this key"));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no value under this key",
+        ));
     };
-    let mut response = (
-        [("content-type", "application/octet-stream")],
-        value,
-    )
-        .into_response();
+    let mut response = ([("content-type", "application/octet-stream")], value).into_response();
     let headers = response.headers_mut();
     headers.insert(
         "x-cache",

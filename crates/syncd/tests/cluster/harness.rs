@@ -71,6 +71,20 @@ impl Cluster {
         Self::start_roles(n, "queue", &args)
     }
 
+    /// Starts `n` cache nodes with test timings (fast pings and failure detection, 3 s leases) and extra flags.
+    pub fn start_cache(n: u64, extra_args: &[&str]) -> Cluster {
+        let mut args = vec![
+            "--cache-ping-interval-ms",
+            "100",
+            "--cache-failure-timeout-ms",
+            "1000",
+            "--cache-lease-ms",
+            "3000",
+        ];
+        args.extend_from_slice(extra_args);
+        Self::start_roles(n, "cache", &args)
+    }
+
     fn start_roles(n: u64, roles: &'static str, extra_args: &[&str]) -> Cluster {
         let ports = free_ports(n as usize);
         let peers = (0..n)

@@ -62,7 +62,10 @@ impl CacheBackend for MemcachedCache {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{} does not answer `version` after {within:?}", self.address);
+                bail!(
+                    "{} does not answer `version` after {within:?}",
+                    self.address
+                );
             }
             sleep(Duration::from_millis(200)).await;
         }

@@ -221,9 +221,111 @@ mod tests {
         assert!(SyncdCache::new(&["http://127.0.0.1:1".to_owned()]).is_ok());
     }
 
+    /// A stand-in for a cache node, on loopback, following the API contract: answers by method and path, one
+    /// request per connection (`Connection: close`).
+    fn fake_node() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let n = stream.read(&mut chunk).unwrap();
+                    assert!(n > 0, "the client closed early");
+                    request.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while request.len() < head_end + length {
+                    let n = stream.read(&mut chunk).unwrap();
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                let body = &request[head_end..];
+                let line = head.lines().next().unwrap_or("").to_owned();
+                let (status, headers, answer): (&str, &str, &[u8]) = match line.as_str() {
+                    "get /readyz http/1.1" => ("200 OK", "", b""),
+                    "get /v1/cache/hot http/1.1" => ("200 OK", "X-Cache: hit\r\nX-Cache-State: S\r\n", b"abc"),
+                    "get /v1/cache/a%2fb%20c http/1.1" => ("200 OK", "X-Cache: HIT\r\n", b"odd"),
+                    "get /v1/cache/cold http/1.1" => ("200 OK", "X-Cache: miss\r\nX-Cache-State: E\r\n", b"xyz"),
+                    "get /v1/cache/bare http/1.1" => ("200 OK", "", b"xyz"),
+                    "get /v1/cache/gone http/1.1" => (
+                        "404 Not Found",
+                        "Content-Type: application/problem+json\r\n",
+                        br#"{"code":"not_found"}"#,
+                    ),
+                    "put /v1/cache/k http/1.1" if body == b"value" => ("204 No Content", "", b""),
+                    "get /v1/cache http/1.1" => (
+                        "200 OK",
+                        "Content-Type: application/json\r\n",
+                        br#"{"capacity":10,"entries":2,"hits":5,"misses":1,"evictions":0,"invalidations_sent":3,"invalidations_received":4}"#,
+                    ),
+                    _ => (
+                        "500 Internal Server Error",
+                        "Content-Type: application/problem+json\r\n",
+                        br#"{"code":"internal"}"#,
+                    ),
+                };
+                let mut out = format!(
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(answer);
+                stream.write_all(&out).unwrap();
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn sessions_read_the_contract() {
+        let endpoint = fake_node();
+        let cache = SyncdCache::new(std::slice::from_ref(&endpoint)).unwrap();
+        cache.wait_ready(Duration::from_secs(5)).await.unwrap();
+        let mut session = cache.connect(3).await.unwrap();
+        assert_eq!(
+            session.get("hot").await.unwrap(),
+            Lookup::Local(b"abc".to_vec())
+        );
+        assert_eq!(
+            session.get("a/b c").await.unwrap(),
+            Lookup::Local(b"odd".to_vec())
+        );
+        assert_eq!(
+            session.get("cold").await.unwrap(),
+            Lookup::Remote(b"xyz".to_vec())
+        );
+        assert_eq!(session.get("gone").await.unwrap(), Lookup::Absent);
+        let bare = session.get("bare").await.unwrap_err();
+        assert!(
+            format!("{bare:#}").contains("without an X-Cache header"),
+            "{bare:#}"
+        );
+        let broken = session.get("broken").await.unwrap_err();
+        assert!(format!("{broken:#}").contains("500"), "{broken:#}");
+        assert!(format!("{broken:#}").contains("internal"), "{broken:#}");
+        session.set("k", b"value").await.unwrap();
+        assert!(session.set("k", b"other").await.is_err());
+        let counters = cache.counters().await.unwrap();
+        assert_eq!(counters.hits, 5);
+        assert_eq!(counters.invalidations_received, 4);
+    }
+
     #[test]
     fn error_excerpts_are_short() {
-        assert_eq!(excerpt(b"{\"code\":\"internal\"}"), "{\"code\":\"internal\"}");
+        assert_eq!(
+            excerpt(b"{\"code\":\"internal\"}"),
+            "{\"code\":\"internal\"}"
+        );
         let long = vec![b'x'; 1000];
         assert_eq!(excerpt(&long).chars().count(), 201);
     }

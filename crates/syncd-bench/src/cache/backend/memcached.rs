@@ -18,18 +18,28 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A memcached server.
 #[derive(Debug, Clone)]
 pub struct MemcachedCache {
-    /// `host:port` or `tcp://host:port`, as the crate takes it.
+    /// `tcp://host:port`, as the crate takes it.
     address: String,
 }
 
+/// `address` with a `tcp://` in front if it has no scheme: the crate parses its address as a URL, and a bare
+/// `127.0.0.1:11311` is no URL (a scheme must start with a letter), whatever its documentation says.
+fn with_scheme(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("tcp://{address}")
+    }
+}
+
 impl MemcachedCache {
-    /// The server at `endpoints[0]` (e.g. `tcp://127.0.0.1:11311`).
+    /// The server at `endpoints[0]` (`tcp://127.0.0.1:11311`, or `127.0.0.1:11311`).
     pub fn new(endpoints: &[String]) -> anyhow::Result<MemcachedCache> {
         let [address] = endpoints else {
             bail!("the memcached backend takes one endpoint, e.g. tcp://127.0.0.1:11311");
         };
         Ok(MemcachedCache {
-            address: address.clone(),
+            address: with_scheme(address),
         })
     }
 
@@ -56,16 +66,16 @@ impl CacheBackend for MemcachedCache {
     async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(mut client) = self.connection().await
-                && let Ok(Ok(_)) = timeout(Duration::from_secs(5), client.version()).await
-            {
-                return Ok(());
-            }
+            let last = match self.connection().await {
+                Ok(mut client) => match timeout(Duration::from_secs(5), client.version()).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(e)) => format!("version: {e}"),
+                    Err(_) => "version: no answer".to_owned(),
+                },
+                Err(e) => format!("{e:#}"),
+            };
             if Instant::now() >= deadline {
-                bail!(
-                    "{} does not answer `version` after {within:?}",
-                    self.address
-                );
+                bail!("{} does not answer `version` after {within:?} ({last})", self.address);
             }
             sleep(Duration::from_millis(200)).await;
         }
@@ -115,5 +125,20 @@ impl CacheSession for MemcachedSession {
             Ok(stored) => stored.with_context(|| format!("set {key}")),
             Err(_) => bail!("set {key}: no answer after {CALL_TIMEOUT:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_a_scheme() {
+        assert_eq!(with_scheme("127.0.0.1:11311"), "tcp://127.0.0.1:11311");
+        assert_eq!(with_scheme("tcp://127.0.0.1:11311"), "tcp://127.0.0.1:11311");
+        assert_eq!(with_scheme("unix:///run/memcached.sock"), "unix:///run/memcached.sock");
+        assert!(MemcachedCache::new(&[]).is_err());
+        let two = ["a:1".to_owned(), "b:2".to_owned()];
+        assert!(MemcachedCache::new(&two).is_err());
     }
 }

@@ -58,14 +58,18 @@ impl CacheBackend for RedisCache {
     async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(mut con) = self.connection().await {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
-                if pong.is_ok() {
-                    return Ok(());
+            let last = match self.connection().await {
+                Ok(mut con) => {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
+                    match pong {
+                        Ok(_) => return Ok(()),
+                        Err(e) => format!("PING: {e}"),
+                    }
                 }
-            }
+                Err(e) => format!("{e:#}"),
+            };
             if Instant::now() >= deadline {
-                bail!("{} does not answer PING after {within:?}", self.url);
+                bail!("{} does not answer PING after {within:?} ({last})", self.url);
             }
             sleep(Duration::from_millis(200)).await;
         }

@@ -212,7 +212,7 @@ pub struct CacheArgs {
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
     pub clients: Vec<usize>,
     /// Measured seconds per run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub duration_s: u64,
     /// Unmeasured seconds at the start of the mix (connections, first copies).
     #[arg(long, default_value_t = 1)]

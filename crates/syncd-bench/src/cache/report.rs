@@ -362,7 +362,7 @@ pub fn markdown(reports: &[CacheReport]) -> String {
             let g = &other.gets;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
                 other.clients,
                 report.backend,
                 g.total(),
@@ -384,7 +384,7 @@ pub fn markdown(reports: &[CacheReport]) -> String {
                 let _ = writeln!(
                     out,
                     "\n{} clients={}: the nodes counted {} hits, {} misses, {} evictions, {} invalidations sent \
-                     and {} received in the measured window; {} of {} lines in use at its end.",
+                     and {} received in the measured window; {} of their {} lines in use at its end (all nodes together).",
                     report.backend,
                     run.clients,
                     c.hits,
@@ -554,7 +554,7 @@ mod tests {
         assert!(text.contains("| SET | 16 | redis | 1053 |"), "{text}");
         assert!(text.contains("| all | 16 | syncd | 42105 |"), "{text}");
         assert!(
-            text.contains("| 16 | syncd | 1000 | 900 | 100 | 0 | 0 | 1.5 | 0 |"),
+            text.contains("| 16 | syncd | 1000 | 900 | 100 | 0 | 0 | 1.50 | 0 |"),
             "{text}"
         );
         assert!(
@@ -602,7 +602,7 @@ mod tests {
             text.contains("5 hits, 6 misses, 7 evictions, 8 invalidations sent and 9 received"),
             "{text}"
         );
-        assert!(text.contains("12000 of 30000 lines"), "{text}");
+        assert!(text.contains("12000 of their 30000 lines"), "{text}");
         assert!(
             text.contains("3 errors (3 GET, 0 SET, 0 preload), first: GET bench-1: 500"),
             "{text}"

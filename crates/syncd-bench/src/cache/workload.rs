@@ -118,7 +118,7 @@ pub async fn run_all<B: CacheBackend>(
         );
         let (sessions, preload, preload_error) = preload(sessions, plan, &filler).await?;
         eprintln!(
-            "syncd-bench:   preload: {:.1} s, {} errors",
+            "syncd-bench:   preload: {:.2} s, {} errors",
             preload.seconds, preload.errors
         );
         eprintln!(

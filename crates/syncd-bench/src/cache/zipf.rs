@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn splitmix_matches_the_reference_sequence() {
-        // The first outputs for seed 1234567 from the reference implementation (Vigna's splitmix64.c).
+        // SplitMix64's first outputs for seed 1234567, as an independent implementation of the algorithm gives them.
         let mut rng = SplitMix64::new(1_234_567);
         assert_eq!(rng.next_u64(), 6_457_827_717_110_365_317);
         assert_eq!(rng.next_u64(), 3_203_168_211_198_807_973);

@@ -75,7 +75,10 @@ impl CacheBackend for MemcachedCache {
                 Err(e) => format!("{e:#}"),
             };
             if Instant::now() >= deadline {
-                bail!("{} does not answer `version` after {within:?} ({last})", self.address);
+                bail!(
+                    "{} does not answer `version` after {within:?} ({last})",
+                    self.address
+                );
             }
             sleep(Duration::from_millis(200)).await;
         }
@@ -135,8 +138,14 @@ mod tests {
     #[test]
     fn addresses_get_a_scheme() {
         assert_eq!(with_scheme("127.0.0.1:11311"), "tcp://127.0.0.1:11311");
-        assert_eq!(with_scheme("tcp://127.0.0.1:11311"), "tcp://127.0.0.1:11311");
-        assert_eq!(with_scheme("unix:///run/memcached.sock"), "unix:///run/memcached.sock");
+        assert_eq!(
+            with_scheme("tcp://127.0.0.1:11311"),
+            "tcp://127.0.0.1:11311"
+        );
+        assert_eq!(
+            with_scheme("unix:///run/memcached.sock"),
+            "unix:///run/memcached.sock"
+        );
         assert!(MemcachedCache::new(&[]).is_err());
         let two = ["a:1".to_owned(), "b:2".to_owned()];
         assert!(MemcachedCache::new(&two).is_err());

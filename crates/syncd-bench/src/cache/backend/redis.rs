@@ -69,7 +69,10 @@ impl CacheBackend for RedisCache {
                 Err(e) => format!("{e:#}"),
             };
             if Instant::now() >= deadline {
-                bail!("{} does not answer PING after {within:?} ({last})", self.url);
+                bail!(
+                    "{} does not answer PING after {within:?} ({last})",
+                    self.url
+                );
             }
             sleep(Duration::from_millis(200)).await;
         }

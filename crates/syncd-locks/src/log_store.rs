@@ -4,7 +4,10 @@
 //! only then is openraft told the entries are flushed. A `kill -9` at any point leaves either the old or the new
 //! transaction, never a torn one. Log entries are JSON, keyed by index; the vote and the last purged log id live in
 //! a metadata table. The committed index is saved without an fsync of its own (the next append's commit persists
-//! it): losing it only means re-applying entries the cluster re-commits anyway.
+//! it), so after a crash it can be older than writes that were acknowledged. Raft itself only needs it as a hint,
+//! but openraft restores a node that was leader as leader in its old term, and its read index would then be that
+//! stale value: the lock service raises the read barrier of such a leader to its whole log
+//! (`LockService::read_index_local`).
 
 // openraft's storage traits fix `StorageError` (over 200 bytes) as the error type; boxing it here would only add
 // conversions at every trait boundary.
@@ -201,7 +204,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.blocking(move |db| {
             // Durability::None: redb 2 fsyncs Eventual commits on Linux too, and openraft awaits this call before
             // applying each commit, so an fsync here doubled the fsyncs per entry (measured with strace). The next
-            // append's Immediate commit persists it; losing it only means re-applying re-committed entries.
+            // append's Immediate commit persists it. A stale value after a crash is safe for raft, and the read
+            // path does not trust it (see the module doc).
             LogStore::write_meta(db, KEY_COMMITTED, &committed, Durability::None)
         })
         .await

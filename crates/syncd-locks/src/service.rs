@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -118,12 +119,21 @@ pub type ReadIndexReply = LeaderReply<u64>;
 /// What a membership change answers.
 pub type MembershipReply = LeaderReply<()>;
 
+/// What the node's storage held when it started.
+#[derive(Debug, Clone, Copy)]
+struct Restored {
+    vote: Option<openraft::Vote<NodeId>>,
+    last_log_index: Option<u64>,
+}
+
 /// The lock role of one node.
 pub struct LockService {
     config: LockConfig,
     raft: Raft,
     table: Arc<SharedTable>,
     clients: PeerClients,
+    /// The vote and the log end this node started with; see [`Self::read_index_local`].
+    restored: Restored,
     /// Flips to true when the node starts shutting down: no new proposals, waiting acquires give up.
     stopping: watch::Sender<bool>,
     /// True while a leadership hand-over is under way: the leader proposes nothing, so its lease can lapse.
@@ -150,8 +160,12 @@ impl LockService {
     /// nothing was ever stored, and starts the leader's lease ticker.
     pub async fn start(config: LockConfig) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
+        let mut log = LogStore::open(&config.data_dir.join("raft.redb"))?;
         let incarnation = log.incarnation();
+        let restored = Restored {
+            vote: log.read_vote().await?,
+            last_log_index: log.get_log_state().await?.last_log_id.map(|l| l.index),
+        };
         let sm = LockStateMachine::open(&config.data_dir)?;
         let table = sm.shared();
         let raft_config = openraft::Config {
@@ -195,6 +209,7 @@ impl LockService {
             raft,
             table,
             clients,
+            restored,
             stopping: watch::Sender::new(false),
             handing_over: watch::Sender::new(false),
         });
@@ -586,9 +601,28 @@ impl LockService {
     }
 
     /// Confirms leadership with a quorum and returns the index a linearizable read must wait for.
+    ///
+    /// openraft answers `max(committed, the leader's first entry of its term)`. That covers every acknowledged
+    /// write, except on a leader restored by openraft at startup in its old term: its committed index comes from
+    /// disk, where it is saved without an fsync of its own and so may predate writes that were acknowledged
+    /// before the crash, and its "first entry of the term" is the old one. Such a leader has every entry it ever
+    /// acknowledged in its log (a leader never truncates its own term), so its read barrier also covers the
+    /// log end it started with. The barrier is raised only when the vote confirmed is still the restored one.
     pub async fn read_index_local(&self) -> ReadIndexReply {
+        let vote_before = self.raft.metrics().borrow().vote;
         match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => LeaderReply::Ok(read.map(|l| l.index).unwrap_or(0)),
+            Ok((read, _applied)) => {
+                let vote_after = self.raft.metrics().borrow().vote;
+                if vote_after != vote_before {
+                    // Leadership changed while it was being confirmed: let the caller look again.
+                    return LeaderReply::NotLeader { leader: None };
+                }
+                LeaderReply::Ok(read_barrier(
+                    read.map(|l| l.index),
+                    &self.restored,
+                    &vote_after,
+                ))
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 LeaderReply::NotLeader {
                     leader: f.leader_id,
@@ -891,6 +925,16 @@ async fn tick_leases(service: std::sync::Weak<LockService>) {
         {
             tracing::debug!(%reason, "lease tick not applied");
         }
+    }
+}
+
+/// The index a linearizable read waits for, given what openraft answered and the leader's current vote.
+fn read_barrier(read: Option<u64>, restored: &Restored, vote: &openraft::Vote<NodeId>) -> u64 {
+    let read = read.unwrap_or(0);
+    if restored.vote.as_ref() == Some(vote) {
+        read.max(restored.last_log_index.unwrap_or(0))
+    } else {
+        read
     }
 }
 

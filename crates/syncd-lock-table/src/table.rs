@@ -74,8 +74,8 @@ pub struct TableState {
 #[derive(Debug, Clone, Default)]
 pub struct LockTable {
     state: TableState,
-    /// (deadline, lock) for every lease and wait; entries may be stale (a renewed lease), which only costs a
-    /// no-op recheck of that lock.
+    /// (deadline, lock) for every lease and wait. Each command retires the entries it made stale (see
+    /// [`Self::retire_stale`]), so the first entry is always a real deadline.
     deadlines: BTreeSet<(u64, String)>,
     /// owner -> locks it waits for: the adjacency of the wait-for graph.
     waiting_on: BTreeMap<String, BTreeSet<String>>,
@@ -133,6 +133,12 @@ impl LockTable {
         self.state.last_token
     }
 
+    /// How many (deadline, lock) entries the deadline index holds: one per distinct live lease end or wait deadline
+    /// of each lock.
+    pub fn deadline_entries(&self) -> usize {
+        self.deadlines.len()
+    }
+
     /// The earliest lease or wait deadline, if any. The leader proposes a [`Command::Tick`] once its clock passes it.
     pub fn next_deadline(&self) -> Option<u64> {
         self.deadlines.first().map(|(d, _)| *d)
@@ -181,6 +187,9 @@ impl LockTable {
     /// gives the same outcomes and state on every replica.
     pub fn apply(&mut self, now_ms: u64, command: &Command) -> Outcome {
         self.advance(now_ms);
+        let touched = command
+            .lock_name()
+            .map(|name| (name, self.live_deadlines(name)));
         let outcome = match command {
             Command::Acquire {
                 name,
@@ -202,10 +211,37 @@ impl LockTable {
                 previous: self.state.nodes.insert(*id, *incarnation),
             },
         };
-        if let Some(name) = command.lock_name() {
+        if let Some((name, before)) = touched {
             self.forget_if_idle(name);
+            self.retire_stale(name, before);
         }
         outcome
+    }
+
+    /// The lease ends and wait deadlines on `name` now (with repeats; the caller only checks membership).
+    fn live_deadlines(&self, name: &str) -> Vec<u64> {
+        self.state
+            .locks
+            .get(name)
+            .map(|lock| {
+                lock.holders
+                    .values()
+                    .map(|h| h.expires_at_ms)
+                    .chain(lock.waiters.iter().map(|w| w.deadline_ms))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops the index entries of `name` among `before` that no lease or wait ends at any more (a renewed or
+    /// released lease, a granted or cancelled wait), so the index holds live deadlines only: a stale entry would
+    /// make the leader propose a `Tick` for nothing when it came due, and entries would pile up with renewals.
+    fn retire_stale(&mut self, name: &str, before: Vec<u64>) {
+        for deadline in before {
+            if !self.is_live_deadline(name, deadline) {
+                self.deadlines.remove(&(deadline, name.to_owned()));
+            }
+        }
     }
 
     /// Moves the clock forward (never back) and expires every lease and wait that is due.
@@ -239,6 +275,12 @@ impl LockTable {
 
     /// Drops the due holders and waiters of one lock, then serves its queue.
     fn expire(&mut self, name: &str) {
+        let before = self.live_deadlines(name);
+        self.expire_due(name);
+        self.retire_stale(name, before);
+    }
+
+    fn expire_due(&mut self, name: &str) {
         let clock = self.state.clock_ms;
         let Some(lock) = self.state.locks.get_mut(name) else {
             return;

@@ -823,3 +823,44 @@ fn node_registration_reports_the_previous_incarnation() {
         Outcome::Registered { previous: Some(9) }
     );
 }
+
+#[test]
+fn renewals_and_reacquires_leave_no_stale_deadlines() {
+    let mut t = LockTable::default();
+    let token = granted(&mut t, 0, &acquire("a", "o", LockMode::Exclusive, 1_000, 0));
+    for i in 1..=100 {
+        t.apply(i, &renew("a", "o", 1_000, Some(token)));
+        t.apply(i, &acquire("a", "o", LockMode::Exclusive, 1_000, 0));
+    }
+    // One live lease, one index entry, and the leader's next tick is due only when that lease really ends.
+    assert_eq!(t.deadline_entries(), 1);
+    assert_eq!(t.next_deadline(), Some(1_100));
+}
+
+#[test]
+fn granted_cancelled_and_released_requests_leave_no_stale_deadlines() {
+    let mut t = LockTable::default();
+    let token = granted(&mut t, 0, &acquire("a", "x", LockMode::Exclusive, 60_000, 0));
+    waiting(&mut t, 1, &acquire("a", "y", LockMode::Exclusive, 60_000, 5_000));
+    waiting(&mut t, 2, &acquire("a", "z", LockMode::Exclusive, 60_000, 9_000));
+    t.apply(3, &cancel("a", "z"));
+    // y is granted on release: its wait deadline (5,001) is no longer a deadline.
+    t.apply(4, &release("a", "x", Some(token)));
+    assert_eq!(holders(&t, "a"), vec!["y".to_owned()]);
+    assert_eq!(t.next_deadline(), Some(60_004));
+    assert_eq!(t.deadline_entries(), 1);
+    t.apply(5, &release("a", "y", None));
+    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.deadline_entries(), 0);
+}
+
+#[test]
+fn a_waiter_granted_by_an_expiry_leaves_no_stale_deadline() {
+    let mut t = LockTable::default();
+    granted(&mut t, 0, &acquire("a", "x", LockMode::Exclusive, 100, 0));
+    waiting(&mut t, 1, &acquire("a", "y", LockMode::Exclusive, 60_000, 30_000));
+    t.apply(100, &Command::Tick);
+    assert_eq!(holders(&t, "a"), vec!["y".to_owned()]);
+    assert_eq!(t.next_deadline(), Some(60_100));
+    assert_eq!(t.deadline_entries(), 1);
+}

@@ -840,9 +840,21 @@ fn renewals_and_reacquires_leave_no_stale_deadlines() {
 #[test]
 fn granted_cancelled_and_released_requests_leave_no_stale_deadlines() {
     let mut t = LockTable::default();
-    let token = granted(&mut t, 0, &acquire("a", "x", LockMode::Exclusive, 60_000, 0));
-    waiting(&mut t, 1, &acquire("a", "y", LockMode::Exclusive, 60_000, 5_000));
-    waiting(&mut t, 2, &acquire("a", "z", LockMode::Exclusive, 60_000, 9_000));
+    let token = granted(
+        &mut t,
+        0,
+        &acquire("a", "x", LockMode::Exclusive, 60_000, 0),
+    );
+    waiting(
+        &mut t,
+        1,
+        &acquire("a", "y", LockMode::Exclusive, 60_000, 5_000),
+    );
+    waiting(
+        &mut t,
+        2,
+        &acquire("a", "z", LockMode::Exclusive, 60_000, 9_000),
+    );
     t.apply(3, &cancel("a", "z"));
     // y is granted on release: its wait deadline (5,001) is no longer a deadline.
     t.apply(4, &release("a", "x", Some(token)));
@@ -858,7 +870,11 @@ fn granted_cancelled_and_released_requests_leave_no_stale_deadlines() {
 fn a_waiter_granted_by_an_expiry_leaves_no_stale_deadline() {
     let mut t = LockTable::default();
     granted(&mut t, 0, &acquire("a", "x", LockMode::Exclusive, 100, 0));
-    waiting(&mut t, 1, &acquire("a", "y", LockMode::Exclusive, 60_000, 30_000));
+    waiting(
+        &mut t,
+        1,
+        &acquire("a", "y", LockMode::Exclusive, 60_000, 30_000),
+    );
     t.apply(100, &Command::Tick);
     assert_eq!(holders(&t, "a"), vec!["y".to_owned()]);
     assert_eq!(t.next_deadline(), Some(60_100));

@@ -4,7 +4,7 @@
 //! openraft's reconnects reuse warm connections. A refused or failed connection is reported as `Unreachable`, which
 //! makes openraft back off instead of hammering a dead peer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -43,9 +43,25 @@ pub(crate) mod paths {
 #[derive(Debug, Clone, Default)]
 pub struct PeerClients {
     clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    /// Fault injection for tests: addresses dialled through others (see [`crate::LockConfig`]).
+    dial_overrides: Arc<BTreeMap<String, String>>,
 }
 
 impl PeerClients {
+    /// A pool that dials the addresses in `dial_overrides` through their values.
+    pub fn new(dial_overrides: BTreeMap<String, String>) -> Self {
+        PeerClients {
+            clients: Arc::default(),
+            dial_overrides: Arc::new(dial_overrides),
+        }
+    }
+
+    /// The URL of `path` on the peer at `addr`.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        let dialled = self.dial_overrides.get(addr).map_or(addr, String::as_str);
+        format!("http://{dialled}{path}")
+    }
+
     /// The client for `addr` (`host:port`), created on first use.
     pub fn get(&self, addr: &str) -> reqwest::Client {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
@@ -82,7 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerConnection {
             target,
-            base: format!("http://{}", node.addr),
+            base: self.clients.url(&node.addr, ""),
             client: self.clients.get(&node.addr),
         }
     }

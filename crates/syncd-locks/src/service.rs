@@ -63,6 +63,8 @@ pub struct LockConfig {
     pub election_timeout_ms: u64,
     /// Take a snapshot (and purge the log behind it) after this many applied entries.
     pub snapshot_after_entries: u64,
+    /// Fault injection for tests: peer addresses dialled through other addresses (a fault-injecting proxy).
+    pub dial_overrides: BTreeMap<String, String>,
 }
 
 impl LockConfig {
@@ -81,6 +83,7 @@ impl LockConfig {
             heartbeat_ms: 100,
             election_timeout_ms: 1000,
             snapshot_after_entries: 10_000,
+            dial_overrides: BTreeMap::new(),
         }
     }
 }
@@ -148,7 +151,8 @@ impl std::fmt::Debug for LockService {
     }
 }
 
-fn now_ms() -> u64 {
+/// The wall clock; stamps follow it only where no lease can notice (see [`crate::clock`]).
+fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -180,7 +184,7 @@ impl LockService {
             ..Default::default()
         }
         .validate()?;
-        let clients = PeerClients::default();
+        let clients = PeerClients::new(config.dial_overrides.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -290,7 +294,11 @@ impl LockService {
             ttl_ms: req.ttl_ms,
             wait_ms: req.wait_ms,
         };
-        let (index, outcome) = self.propose(command).await?;
+        let (index, outcome) = if req.wait_ms > 0 {
+            self.propose_wait(name, &req.owner, command).await?
+        } else {
+            self.propose(command).await?
+        };
         match outcome {
             Outcome::Granted {
                 mode,
@@ -311,6 +319,30 @@ impl LockService {
             ))),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Proposes an acquire that may queue. The proposal runs in its own task, so a client that goes away while it
+    /// is under way cannot leave its outcome unknown: the proposal finishes, and a request it queued is withdrawn
+    /// (a `CancelWait` ordered after it) instead of being granted later to nobody and held until its lease ends.
+    async fn propose_wait(
+        self: &Arc<Self>,
+        name: &str,
+        owner: &str,
+        command: Command,
+    ) -> Result<(u64, Outcome), LockError> {
+        let service = self.clone();
+        let mut guard = WithdrawIfAbandoned {
+            service: self.clone(),
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            proposal: Some(tokio::spawn(async move { service.propose(command).await })),
+        };
+        let Some(proposal) = guard.proposal.as_mut() else {
+            return Err(LockError::Internal("no proposal".to_owned()));
+        };
+        let result = proposal.await;
+        guard.proposal = None;
+        result.map_err(|e| LockError::Internal(format!("the proposal task failed: {e}")))?
     }
 
     /// Releases a lock.
@@ -499,7 +531,7 @@ impl LockService {
         let result = self
             .clients
             .get(addr)
-            .post(format!("http://{addr}{path}"))
+            .post(self.clients.url(addr, path))
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .json(body)
             .send()
@@ -523,11 +555,19 @@ impl LockService {
             // Any append would renew the followers' view of this leader's lease and block the hand-over.
             return LeaderReply::NotLeader { leader: None };
         }
+        let stamp = self
+            .table
+            .clock()
+            .stamp(wall_clock_ms(), std::time::Instant::now(), || {
+                self.log_fully_applied() && self.table.read(|t| t.next_deadline().is_none())
+            });
         let stamped = Stamped {
-            now_ms: now_ms(),
+            now_ms: stamp.ms,
             command,
         };
-        match self.raft.client_write(stamped).await {
+        let result = self.raft.client_write(stamped).await;
+        drop(stamp);
+        match result {
             Ok(resp) => match resp.data {
                 Some(outcome) => LeaderReply::Ok(Written {
                     index: resp.log_id.index,
@@ -546,6 +586,13 @@ impl LockService {
                 reason: e.to_string(),
             },
         }
+    }
+
+    /// Whether every entry of this node's log is applied, so the table shows every lease the log holds.
+    fn log_fully_applied(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.last_applied.map(|l| l.index) == m.last_log_index
     }
 
     /// Makes the next local read linearizable.
@@ -724,7 +771,7 @@ impl LockService {
         let asked = self
             .clients
             .get(&addr)
-            .post(format!("http://{addr}{}", paths::ELECT))
+            .post(self.clients.url(&addr, paths::ELECT))
             .timeout(Duration::from_secs(1))
             .send()
             .await;
@@ -835,6 +882,35 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Withdraws a possibly queued acquire whose caller went away while it was being proposed: once the proposal
+/// answers, a request that queued is cancelled.
+struct WithdrawIfAbandoned {
+    service: Arc<LockService>,
+    name: String,
+    owner: String,
+    proposal: Option<tokio::task::JoinHandle<Result<(u64, Outcome), LockError>>>,
+}
+
+impl Drop for WithdrawIfAbandoned {
+    fn drop(&mut self) {
+        let Some(proposal) = self.proposal.take() else {
+            return;
+        };
+        let service = self.service.clone();
+        let command = Command::CancelWait {
+            name: std::mem::take(&mut self.name),
+            owner: std::mem::take(&mut self.owner),
+        };
+        tokio::spawn(async move {
+            if let Ok(Ok((_, Outcome::Waiting { .. }))) = proposal.await
+                && let Err(e) = service.propose(command).await
+            {
+                tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
+            }
+        });
+    }
+}
+
 /// Registers this node's storage incarnation with the group. When the group knew another incarnation for this id,
 /// the node lost its disk: its log and its vote are gone, which raft's guarantees do not allow of a voter, so it
 /// leaves the voters, comes back as a learner, and is promoted once it has caught up.
@@ -915,10 +991,11 @@ async fn tick_leases(service: std::sync::Weak<LockService>) {
             return;
         }
         let leading = service.raft.metrics().borrow().state == ServerState::Leader;
+        let now = service.table.clock().now_ms(std::time::Instant::now());
         let due = service
             .table
             .read(|t| t.next_deadline())
-            .is_some_and(|d| d <= now_ms());
+            .is_some_and(|d| d <= now);
         if leading
             && due
             && let WriteReply::Unavailable { reason } = service.write_local(Command::Tick).await

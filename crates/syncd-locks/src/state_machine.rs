@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use syncd_lock_table::{LockTable, TableState};
 use tokio::sync::watch;
 
+use crate::clock::StampClock;
 use crate::log_store::io_err;
 use crate::types::{
     Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -57,6 +58,9 @@ pub struct SharedTable {
     applied: watch::Sender<u64>,
     current_snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
     snapshot_seq: Mutex<u64>,
+    /// Held while a snapshot is written: builds and installs never overlap on disk.
+    persisting: tokio::sync::Mutex<()>,
+    clock: StampClock,
 }
 
 impl SharedTable {
@@ -69,6 +73,11 @@ impl SharedTable {
     /// The index of the last applied log entry (0 before any).
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// The stamp clock, anchored on every applied stamp.
+    pub fn clock(&self) -> &StampClock {
+        &self.clock
     }
 
     /// A receiver that changes whenever entries are applied.
@@ -105,12 +114,16 @@ impl LockStateMachine {
             Err(e) => return Err(io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e)),
         };
         let applied = data.last_applied.map(|l| l.index).unwrap_or(0);
+        // The time this node was down is unknown, so it counts for nothing: leases resume where they stopped.
+        let clock = StampClock::new(data.table.clock_ms(), std::time::Instant::now());
         Ok(LockStateMachine {
             shared: Arc::new(SharedTable {
                 data: RwLock::new(data),
                 applied: watch::Sender::new(applied),
                 current_snapshot: Mutex::new(current),
                 snapshot_seq: Mutex::new(0),
+                persisting: tokio::sync::Mutex::new(()),
+                clock,
             }),
             dir: dir.to_owned(),
         })
@@ -128,7 +141,27 @@ impl LockStateMachine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn persist(&self, file: SnapshotFile) -> Result<(), StorageError> {
+    /// Makes `file` the durable snapshot and the one served to peers, unless a newer one already is; returns the
+    /// snapshot now current. Snapshot builds run in their own tasks and can overlap an install: one at a time,
+    /// and never backwards, or an older snapshot could replace a newer one whose log openraft already purged,
+    /// leaving a node that cannot start.
+    async fn persist(
+        &self,
+        file: SnapshotFile,
+        encoded: Vec<u8>,
+    ) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
+        let _one_at_a_time = self.shared.persisting.lock().await;
+        let current = self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((meta, bytes)) = current
+            && meta.last_log_id > file.meta.last_log_id
+        {
+            return Ok((meta, bytes));
+        }
         let path = self.dir.join(SNAPSHOT_FILE);
         let subject = ErrorSubject::Snapshot(Some(file.meta.signature()));
         let bytes =
@@ -136,7 +169,14 @@ impl LockStateMachine {
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?
-            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+        let now_current = (file.meta, encoded);
+        *self
+            .shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(now_current.clone());
+        Ok(now_current)
     }
 }
 
@@ -188,16 +228,9 @@ impl RaftSnapshotBuilder<TypeConfig> for LockStateMachine {
         };
         let encoded = serde_json::to_vec(&payload)
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
-        self.persist(SnapshotFile {
-            meta: meta.clone(),
-            payload,
-        })
-        .await?;
-        *self
-            .shared
-            .current_snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), encoded.clone()));
+        let (meta, encoded) = self
+            .persist(SnapshotFile { meta, payload }, encoded)
+            .await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(encoded)),
@@ -223,6 +256,7 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
+        let mut latest_stamp = None;
         let last_index = {
             let mut data = self.write();
             for entry in entries {
@@ -231,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
                 let reply = match entry.payload {
                     EntryPayload::Blank => None,
                     EntryPayload::Normal(stamped) => {
+                        latest_stamp = latest_stamp.max(Some(stamped.now_ms));
                         Some(data.table.apply(stamped.now_ms, &stamped.command))
                     }
                     EntryPayload::Membership(m) => {
@@ -242,6 +277,10 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
             }
             data.last_applied.map(|l| l.index).unwrap_or(0)
         };
+        // After the table's lock is released: the stamping path holds the clock while it reads the table.
+        if let Some(stamp) = latest_stamp {
+            self.shared.clock.observe(stamp, std::time::Instant::now());
+        }
         self.shared.applied.send_replace(last_index);
         Ok(replies)
     }
@@ -264,23 +303,27 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
         let payload: SnapshotPayload = serde_json::from_slice(&encoded)
             .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
         // Persist first: once openraft hears the snapshot is installed it may purge the log it covers.
-        self.persist(SnapshotFile {
-            meta: meta.clone(),
-            payload: payload.clone(),
-        })
+        self.persist(
+            SnapshotFile {
+                meta: meta.clone(),
+                payload: payload.clone(),
+            },
+            encoded,
+        )
         .await?;
-        let last_index = {
+        let (last_index, clock_ms) = {
             let mut data = self.write();
             data.last_applied = payload.last_applied;
             data.last_membership = payload.last_membership;
             data.table = LockTable::from_state(payload.table);
-            data.last_applied.map(|l| l.index).unwrap_or(0)
+            (
+                data.last_applied.map(|l| l.index).unwrap_or(0),
+                data.table.clock_ms(),
+            )
         };
-        *self
-            .shared
-            .current_snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), encoded));
+        self.shared
+            .clock
+            .observe(clock_ms, std::time::Instant::now());
         self.shared.applied.send_replace(last_index);
         Ok(())
     }
@@ -296,5 +339,74 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn snapshot_at(index: u64) -> (SnapshotFile, Vec<u8>) {
+        let payload = SnapshotPayload {
+            last_applied: Some(LogId::new(CommittedLeaderId::new(1, 0), index)),
+            ..SnapshotPayload::default()
+        };
+        let meta = SnapshotMeta {
+            last_log_id: payload.last_applied,
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("at-{index}"),
+        };
+        let encoded = serde_json::to_vec(&payload).unwrap();
+        (SnapshotFile { meta, payload }, encoded)
+    }
+
+    fn on_disk(dir: &Path) -> Option<u64> {
+        let file: SnapshotFile =
+            serde_json::from_slice(&std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap()).unwrap();
+        file.meta.last_log_id.map(|l| l.index)
+    }
+
+    /// A build that read the table before an install finished must not replace the installed snapshot: the log
+    /// behind the newer one may already be purged.
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = LockStateMachine::open(dir.path()).unwrap();
+        let (newer, bytes) = snapshot_at(10);
+        sm.persist(newer, bytes).await.unwrap();
+        let (older, bytes) = snapshot_at(3);
+        let (current, _) = sm.persist(older, bytes).await.unwrap();
+        assert_eq!(current.last_log_id.map(|l| l.index), Some(10));
+        assert_eq!(on_disk(dir.path()), Some(10));
+        let reopened = LockStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.shared.applied_index(), 10);
+    }
+
+    /// Builds and installs racing each other leave the newest snapshot, and never a half-written file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_snapshot_writes_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = LockStateMachine::open(dir.path()).unwrap();
+        let tasks: Vec<_> = [7u64, 3, 19, 11, 2, 17, 5, 13, 23, 1, 29, 8]
+            .into_iter()
+            .map(|index| {
+                let sm = sm.clone();
+                tokio::spawn(async move {
+                    let (file, bytes) = snapshot_at(index);
+                    sm.persist(file, bytes).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(on_disk(dir.path()), Some(29));
+        let mut sm = sm;
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(29));
     }
 }

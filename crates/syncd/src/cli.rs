@@ -243,6 +243,47 @@ pub struct Tuning {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "SYNCD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Longest a peer request (`/internal/...`) may take. Peers have their own budget, apart from clients, so
+    /// waiting clients can never starve raft heartbeats.
+    #[arg(long, env = "SYNCD_PEER_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub peer_request_timeout_ms: u64,
+    /// Peer requests served at once; more wait for a slot.
+    #[arg(
+        long,
+        env = "SYNCD_MAX_CONCURRENT_PEER_REQUESTS",
+        default_value_t = 1_024
+    )]
+    pub max_concurrent_peer_requests: usize,
+    /// Fault injection for tests: `<addr>=<addr>,...` makes the lock role dial the second address whenever it
+    /// means the first (a fault-injecting proxy). Never set in production.
+    #[arg(long, env = "SYNCD_FAULT_DIAL_MAP", hide = true, value_delimiter = ',')]
+    pub fault_dial_map: Vec<DialOverride>,
+}
+
+/// One `<addr>=<addr>` pair of `--fault-dial-map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialOverride {
+    /// The address the node means.
+    pub from: String,
+    /// The address it dials instead.
+    pub to: String,
+}
+
+impl FromStr for DialOverride {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (from, to) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected <addr>=<addr>, got {s:?}"))?;
+        if from.is_empty() || to.is_empty() {
+            return Err(format!("expected <addr>=<addr>, got {s:?}"));
+        }
+        Ok(DialOverride {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        })
+    }
 }
 
 /// One `<id>=<host:port>` member.

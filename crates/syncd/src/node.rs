@@ -87,6 +87,12 @@ impl Node {
             lock_config.heartbeat_ms = config.tuning.raft_heartbeat_ms;
             lock_config.election_timeout_ms = config.tuning.raft_election_timeout_ms;
             lock_config.snapshot_after_entries = config.tuning.snapshot_after_entries;
+            lock_config.dial_overrides = config
+                .tuning
+                .fault_dial_map
+                .iter()
+                .map(|o| (o.from.clone(), o.to.clone()))
+                .collect();
             Some(LockService::start(lock_config).await?)
         } else {
             None
@@ -116,6 +122,8 @@ impl Node {
             max_lock_body_bytes: config.tuning.max_lock_body_bytes,
             request_timeout: Duration::from_millis(config.tuning.request_timeout_ms),
             max_concurrent_requests: config.tuning.max_concurrent_requests,
+            peer_request_timeout: Duration::from_millis(config.tuning.peer_request_timeout_ms),
+            max_concurrent_peer_requests: config.tuning.max_concurrent_peer_requests,
             queues: http::queues::QueueLimits {
                 max_request_bytes: config.queue.max_queue_request_bytes,
                 max_message_bytes: config.queue.max_message_bytes,

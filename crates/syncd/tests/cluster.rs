@@ -10,6 +10,7 @@ mod cluster {
     pub mod harness;
     mod locks_basic;
     mod membership;
+    mod peer_budget;
     mod queues;
     mod restart;
 }

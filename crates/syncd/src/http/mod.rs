@@ -6,8 +6,9 @@
 //! - [`cache`]: the `/v1/cache` routes.
 //! - [`node`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
 //!
-//! Every request goes through, outermost first: a concurrency limit, a timeout (504 problem), panic capture
-//! (500 problem; a panic is a bug, never an answer), tracing with the matched route, and the metrics recorder.
+//! Every request goes through, outermost first: panic capture (500 problem; a panic is a bug, never an answer),
+//! tracing with the matched route, the metrics recorder, then a concurrency limit and a timeout (504 problem):
+//! one pair for the public routes, another for the peer routes (`/internal/...`), so neither can starve the other.
 
 pub mod cache;
 pub mod error;
@@ -63,6 +64,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Requests served at once.
     pub max_concurrent_requests: usize,
+    /// Longest a peer request may take.
+    pub peer_request_timeout: Duration,
+    /// Peer requests served at once.
+    pub max_concurrent_peer_requests: usize,
     /// Queue body limits.
     pub queues: queues::QueueLimits,
     /// Largest cache value.
@@ -71,23 +76,34 @@ pub struct Limits {
 
 /// The whole router of a node.
 pub fn app(state: AppState, limits: &Limits) -> Router {
-    let mut router = Router::new().merge(node::routes(state.clone()));
+    let mut public = Router::new().merge(node::routes(state.clone()));
+    let mut peers = Router::new();
     if let Some(locks) = &state.locks {
-        router = router
-            .merge(locks::routes(locks.clone(), limits.max_lock_body_bytes))
-            .merge(syncd_locks::peer_api::router(locks.clone()));
+        public = public.merge(locks::routes(locks.clone(), limits.max_lock_body_bytes));
+        peers = peers.merge(syncd_locks::peer_api::router(locks.clone()));
     }
     if let Some(q) = &state.queues {
-        router = router
-            .merge(queues::routes(q.clone(), limits.queues))
-            .merge(syncd_queues::peer_api::router(q.clone()));
+        public = public.merge(queues::routes(q.clone(), limits.queues));
+        peers = peers.merge(syncd_queues::peer_api::router(q.clone()));
     }
     if let Some(c) = &state.cache {
-        router = router
-            .merge(cache::routes(c.clone(), limits.max_cache_value_bytes))
-            .merge(syncd_cache::peer_api::router(c.clone()));
+        public = public.merge(cache::routes(c.clone(), limits.max_cache_value_bytes));
+        peers = peers.merge(syncd_cache::peer_api::router(c.clone()));
     }
-    router
+    // Clients and peers get separate budgets: thousands of waiting acquires must never hold the slots raft
+    // heartbeats and votes need, or the leader loses its leadership to its own clients.
+    let public = budget(
+        public,
+        limits.request_timeout,
+        limits.max_concurrent_requests,
+    );
+    let peers = budget(
+        peers,
+        limits.peer_request_timeout,
+        limits.max_concurrent_peer_requests,
+    );
+    public
+        .merge(peers)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -105,6 +121,12 @@ pub fn app(state: AppState, limits: &Limits) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             problem_response(ErrorCode::Internal, "internal error; see the server log")
         }))
+}
+
+/// Bounds the routes of `router`: at most `concurrency` at once (more wait for a slot), each answered 504 after
+/// `timeout`.
+fn budget(router: Router, timeout: Duration, concurrency: usize) -> Router {
+    router
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|e: BoxError| async move {
@@ -115,11 +137,9 @@ pub fn app(state: AppState, limits: &Limits) -> Router {
                         problem_response(ErrorCode::Internal, "internal error; see the server log")
                     }
                 }))
-                .layer(TimeoutLayer::new(limits.request_timeout)),
+                .layer(TimeoutLayer::new(timeout)),
         )
-        .layer(GlobalConcurrencyLimitLayer::new(
-            limits.max_concurrent_requests,
-        ))
+        .layer(GlobalConcurrencyLimitLayer::new(concurrency))
 }
 
 async fn not_found() -> Response {

@@ -34,6 +34,8 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 const KEY_INCARNATION: &str = "incarnation";
+const KEY_REJOIN_PENDING: &str = "rejoin_pending";
+const KEY_VOTES_TRUSTED: &str = "votes_trusted";
 
 /// The raft log store. Cheap to clone: clones share one database.
 #[derive(Clone)]
@@ -66,6 +68,8 @@ impl LogStore {
             Some(incarnation) => incarnation,
             None => {
                 let incarnation = new_incarnation();
+                // New storage: its votes are trusted only once the group has seen it (see `votes_trusted`).
+                LogStore::write_meta(&db, KEY_VOTES_TRUSTED, &false, Durability::Immediate)?;
                 LogStore::write_meta(&db, KEY_INCARNATION, &incarnation, Durability::Immediate)?;
                 incarnation
             }
@@ -80,6 +84,33 @@ impl LogStore {
     /// whose incarnation changed has lost its disk.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// Whether this storage's votes can be trusted: it is known to the group as this node's storage, not a
+    /// replacement for a lost one whose votes it forgot. Storage made before this marker existed is trusted.
+    pub fn votes_trusted(&self) -> Result<bool, StorageError> {
+        Ok(LogStore::read_meta::<bool>(&self.db, KEY_VOTES_TRUSTED)?.unwrap_or(true))
+    }
+
+    /// Records (durably) that this storage's votes can be trusted.
+    pub async fn trust_votes(&self) -> Result<(), StorageError> {
+        self.blocking(|db| {
+            LogStore::write_meta(db, KEY_VOTES_TRUSTED, &true, Durability::Immediate)
+        })
+        .await
+    }
+
+    /// Whether this node started rejoining the group after a disk loss and has not finished.
+    pub fn rejoin_pending(&self) -> Result<bool, StorageError> {
+        Ok(LogStore::read_meta::<bool>(&self.db, KEY_REJOIN_PENDING)?.unwrap_or(false))
+    }
+
+    /// Records (durably) that a rejoin started or finished.
+    pub async fn set_rejoin_pending(&self, pending: bool) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            LogStore::write_meta(db, KEY_REJOIN_PENDING, &pending, Durability::Immediate)
+        })
+        .await
     }
 
     /// Runs a blocking database operation off the async workers: a commit waits for fsync.

@@ -55,6 +55,16 @@ async fn vote(
     State(s): Svc,
     Json(req): Json<VoteRequest<NodeId>>,
 ) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    if !s.may_vote(req.last_log_id.map(|l| l.index)) {
+        // Refused without touching raft: this node's votes are not to be trusted yet (see `may_vote`).
+        let m = s.raft().metrics().borrow().clone();
+        tracing::info!(candidate = %req.vote, "vote refused until this node has rejoined");
+        return Json(Ok(VoteResponse {
+            vote: m.vote,
+            vote_granted: false,
+            last_log_id: m.last_applied,
+        }));
+    }
     Json(s.raft().vote(req).await)
 }
 

@@ -137,6 +137,12 @@ pub struct LockService {
     clients: PeerClients,
     /// The vote and the log end this node started with; see [`Self::read_index_local`].
     restored: Restored,
+    /// The log store's metadata (shared with raft's copy), for the rejoin marker.
+    log: LogStore,
+    /// True from the moment this node finds it lost its disk until it is a voter again.
+    rejoin_pending: watch::Sender<bool>,
+    /// Whether this node may grant votes; see [`Self::may_vote`].
+    votes_trusted: watch::Sender<bool>,
     /// Flips to true when the node starts shutting down: no new proposals, waiting acquires give up.
     stopping: watch::Sender<bool>,
     /// True while a leadership hand-over is under way: the leader proposes nothing, so its lease can lapse.
@@ -166,6 +172,9 @@ impl LockService {
         std::fs::create_dir_all(&config.data_dir)?;
         let mut log = LogStore::open(&config.data_dir.join("raft.redb"))?;
         let incarnation = log.incarnation();
+        let rejoin_pending = log.rejoin_pending()?;
+        let votes_trusted = log.votes_trusted()?;
+        let log_meta = log.clone();
         let restored = Restored {
             vote: log.read_vote().await?,
             last_log_index: log.get_log_state().await?.last_log_id.map(|l| l.index),
@@ -214,12 +223,41 @@ impl LockService {
             table,
             clients,
             restored,
+            log: log_meta,
+            rejoin_pending: watch::Sender::new(rejoin_pending),
+            votes_trusted: watch::Sender::new(votes_trusted),
             stopping: watch::Sender::new(false),
             handing_over: watch::Sender::new(false),
         });
         tokio::spawn(tick_leases(Arc::downgrade(&service)));
         tokio::spawn(register_incarnation(Arc::downgrade(&service), incarnation));
         Ok(service)
+    }
+
+    /// Whether this node may grant a vote to a candidate whose log ends at `candidate_last_index`.
+    ///
+    /// Raft's safety rests on a voter remembering its vote for a term. A node that lost its disk forgot its votes,
+    /// so granting votes could give two candidates a majority in one term (two leaders, two exclusive holders).
+    /// So new storage grants votes only once the group has registered it as this node's first storage, or once
+    /// the rejoin after a disk loss finished (it left the voters and came back as a new member); the marker is
+    /// durable, so a whole-cluster restart needs no leader to know it. The one exception is the group's first
+    /// election, whose candidate has nothing but the initial membership (log index 0): every member is new then,
+    /// and registering needs a leader.
+    pub fn may_vote(&self, candidate_last_index: Option<u64>) -> bool {
+        candidate_last_index.unwrap_or(0) == 0 || *self.votes_trusted.borrow()
+    }
+
+    /// Records that this node's votes can be trusted from now on.
+    async fn trust_votes(&self) -> Result<(), LockError> {
+        if *self.votes_trusted.borrow() {
+            return Ok(());
+        }
+        self.log
+            .trust_votes()
+            .await
+            .map_err(|e| LockError::Internal(format!("could not record the vote marker: {e}")))?;
+        self.votes_trusted.send_replace(true);
+        Ok(())
     }
 
     /// The raft handle, for the peer endpoints.
@@ -930,16 +968,37 @@ async fn register_incarnation(service: std::sync::Weak<LockService>, incarnation
             Ok((index, Outcome::Registered { previous })) => {
                 let lost_disk = previous.is_some_and(|p| p != incarnation);
                 if lost_disk {
+                    // Durably, so a restart in the middle of the rejoin neither votes nor forgets to finish.
+                    if let Err(e) = s.log.set_rejoin_pending(true).await {
+                        tracing::error!(error = %e, "could not record the rejoin; retrying");
+                        drop(s);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    s.rejoin_pending.send_replace(true);
                     tracing::warn!(
                         id = s.config.id,
                         "this node's storage is new but the group knew the node: rejoining raft as a new member"
                     );
+                }
+                let resumed = !lost_disk && *s.rejoin_pending.borrow();
+                if !lost_disk
+                    && !resumed
+                    && let Err(e) = s.trust_votes().await
+                {
+                    tracing::error!(error = %e, "could not record the vote marker; retrying");
+                    drop(s);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                if lost_disk || resumed {
                     // See the membership as of the registration before deciding anything.
                     if let Err(e) = s.wait_applied(index, Instant::now() + QUORUM_WAIT).await {
                         tracing::warn!(error = %e, "could not catch up before rejoining");
                     }
+                    break Some(resumed);
                 }
-                break lost_disk;
+                break None;
             }
             Ok((_, other)) => {
                 tracing::error!(outcome = ?other, "unexpected answer to a node registration");
@@ -950,10 +1009,14 @@ async fn register_incarnation(service: std::sync::Weak<LockService>, incarnation
         drop(s);
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    if !rejoin {
+    let Some(resumed) = rejoin else {
         return;
-    }
-    let mut removed = false;
+    };
+    // A rejoin cut short by a restart after this node left the voters goes on with adding it back.
+    let mut removed = resumed
+        && service
+            .upgrade()
+            .is_some_and(|s| !s.voters().contains(&s.config.id));
     loop {
         let Some(s) = service.upgrade() else {
             return;
@@ -963,6 +1026,19 @@ async fn register_incarnation(service: std::sync::Weak<LockService>, incarnation
         }
         match s.rejoin_step(&mut removed).await {
             Ok(true) => {
+                if let Err(e) = s.trust_votes().await {
+                    tracing::warn!(error = %e, "could not record the end of the rejoin; retrying");
+                    drop(s);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                if let Err(e) = s.log.set_rejoin_pending(false).await {
+                    tracing::warn!(error = %e, "could not record the end of the rejoin; retrying");
+                    drop(s);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                s.rejoin_pending.send_replace(false);
                 tracing::info!(
                     id = s.config.id,
                     rejoined = removed,

@@ -213,3 +213,62 @@ async fn a_read_right_after_a_staggered_whole_cluster_restart_sees_every_lock() 
         );
     }
 }
+
+/// A node that lost its disk forgot the votes it granted, so it must not vote again until it has rejoined as a
+/// new member: otherwise two candidates could each count it in one term (two leaders). Here it comes back alone,
+/// so it cannot rejoin, and a candidate with a real log asks for its vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_disk_grants_no_vote_before_it_rejoined() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    for i in 0..3 {
+        acquire(
+            &cluster.client(leader),
+            &format!("v-{i}"),
+            "o",
+            LockMode::Exclusive,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    // The wiped node is never the lowest id, which would bootstrap a group of its own.
+    let wiped = cluster.ids().into_iter().max().unwrap();
+    let candidate = cluster.ids().into_iter().find(|id| *id != wiped).unwrap();
+    for id in cluster.ids() {
+        cluster.kill(id);
+    }
+    cluster.wipe(wiped);
+    cluster.restart(wiped);
+    let ask = serde_json::json!({
+        "vote": {"leader_id": {"term": 100, "node_id": candidate}, "committed": false},
+        "last_log_id": {"leader_id": {"term": 99, "node_id": candidate}, "index": 100},
+    });
+    let http = reqwest::Client::new();
+    let answer: serde_json::Value =
+        super::harness::eventually("the wiped node to answer", || async {
+            let resp = http
+                .post(format!("http://{}/internal/raft/vote", cluster.addr(wiped)))
+                .json(&ask)
+                .send()
+                .await
+                .ok()?;
+            resp.json().await.ok()
+        })
+        .await;
+    assert_eq!(
+        answer["Ok"]["vote_granted"],
+        serde_json::json!(false),
+        "a node with a wiped disk granted a vote: {answer}"
+    );
+    // The others come back; the wiped node rejoins and the group serves every lock.
+    for id in cluster.ids().into_iter().filter(|id| *id != wiped) {
+        cluster.restart(id);
+    }
+    super::harness::eventually("the wiped node to rejoin as a voter", || async {
+        cluster.log(wiped).contains("rejoined=true").then_some(())
+    })
+    .await;
+    let leader = cluster.leader().await;
+    assert_eq!(cluster.client(leader).locks().await.unwrap().locks.len(), 3);
+}

@@ -1,0 +1,327 @@
+//! Lock clients that record every operation in a [`History`]: acquires (some waiting), holds, releases (some
+//! leases abandoned, as by a crashed client, so expiry is exercised) and linearizable reads, each through a
+//! random node.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use syncd_client::syncd_api::locks::{LockInfo, LockMode};
+use syncd_nemesis::history::{History, Op, Outcome, Value};
+
+use super::cluster::Rng;
+
+/// The locks the clients fight over: few, so contention is high.
+pub const LOCKS: [&str; 3] = ["alpha", "beta", "gamma"];
+/// The lease every acquire asks for: short, so abandoned leases expire within a scenario.
+pub const TTL_MS: u64 = 2_000;
+/// How long a client waits for any answer beyond the server-side wait.
+const CLIENT_PATIENCE: Duration = Duration::from_millis(2_500);
+
+/// Clients running against a cluster until stopped.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    gate: Gate,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Lets the nemesis hold the clients back: each client step runs under a read guard, so the write guard waits
+/// for the steps in flight and keeps new ones out (a quiet moment for a targeted probe).
+pub type Gate = Arc<tokio::sync::RwLock<()>>;
+
+impl Workload {
+    /// Starts `clients` clients against the nodes at `addrs`, recording into `history`.
+    pub fn start(history: &History, addrs: Vec<String>, clients: u64, seed: u64) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = Gate::default();
+        let tasks = (0..clients)
+            .map(|process| {
+                let client = Client {
+                    process,
+                    generation: 0,
+                    history: history.clone(),
+                    addrs: addrs.clone(),
+                    http: reqwest::Client::builder()
+                        .connect_timeout(Duration::from_millis(300))
+                        .build()
+                        .expect("http client"),
+                    rng: Rng(seed.wrapping_add(process.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1),
+                };
+                tokio::spawn(client.run(stop.clone(), gate.clone()))
+            })
+            .collect();
+        Workload { stop, gate, tasks }
+    }
+
+    /// The gate that holds the clients back.
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+
+    /// Stops the clients and waits for their last operations to end.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Client {
+    process: u64,
+    /// Bumped after an operation whose outcome is unknown: a fresh owner keeps the checkers sharp (Jepsen's
+    /// process ids).
+    generation: u64,
+    history: History,
+    addrs: Vec<String>,
+    http: reqwest::Client,
+    rng: Rng,
+}
+
+/// What one HTTP call came to.
+enum Reply {
+    Ok(serde_json::Value),
+    /// The server answered and certainly did nothing (4xx), or the request never left (connection refused).
+    Fail(String),
+    /// Anything else: the outcome is unknown.
+    Info(String),
+}
+
+impl Client {
+    fn owner(&self) -> String {
+        format!("c{}-g{}", self.process, self.generation)
+    }
+
+    fn node(&mut self) -> String {
+        let i = self.rng.range(0, self.addrs.len() as u64) as usize;
+        self.addrs[i].clone()
+    }
+
+    async fn run(mut self, stop: Arc<AtomicBool>, gate: Gate) {
+        while !stop.load(Ordering::Relaxed) {
+            let _step = gate.read().await;
+            let lock = self.rng.pick(&LOCKS);
+            if self.rng.chance(0.2) {
+                self.read(lock).await;
+                continue;
+            }
+            let mode = if self.rng.chance(0.2) {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            };
+            let wait_ms = self.rng.pick(&[0, 0, 300, 1_000]);
+            let Some(token) = self.acquire(lock, mode, wait_ms).await else {
+                // Nothing granted: a short pause so a conflict does not spin.
+                tokio::time::sleep(Duration::from_millis(self.rng.range(5, 40))).await;
+                continue;
+            };
+            if self.rng.chance(0.15) {
+                // Abandon the lease, as a client that crashed would; its owner is never used again.
+                self.generation += 1;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(self.rng.range(5, 80))).await;
+            self.release(lock, token).await;
+        }
+    }
+
+    async fn call(
+        &mut self,
+        method: reqwest::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+        patience: Duration,
+    ) -> Reply {
+        let node = self.node();
+        let mut request = self
+            .http
+            .request(method, format!("http://{node}{path}"))
+            .timeout(patience);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Err(e) if e.is_connect() => Reply::Fail(format!("{node}: {e}")),
+            Err(e) => Reply::Info(format!("{node}: {e}")),
+            Ok(resp) => {
+                let status = resp.status();
+                let body: serde_json::Value = match resp.json().await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        return Reply::Info(format!("{node}: unreadable answer ({status}): {e}"));
+                    }
+                };
+                if status.is_success() {
+                    Reply::Ok(body)
+                } else if status.is_client_error() {
+                    Reply::Fail(format!("{node}: {status} {}", body["code"]))
+                } else {
+                    // 503 can mean "the leader did not answer; the outcome is unknown", 504 a timeout.
+                    Reply::Info(format!("{node}: {status} {}", body["code"]))
+                }
+            }
+        }
+    }
+
+    async fn acquire(&mut self, lock: &str, mode: LockMode, wait_ms: u64) -> Option<u64> {
+        let owner = self.owner();
+        self.acquire_as(lock, &owner, mode, TTL_MS, wait_ms).await
+    }
+
+    async fn acquire_as(
+        &mut self,
+        lock: &str,
+        owner: &str,
+        mode: LockMode,
+        ttl_ms: u64,
+        wait_ms: u64,
+    ) -> Option<u64> {
+        let op = Op::Acquire {
+            lock: lock.to_owned(),
+            owner: owner.to_owned(),
+            mode,
+            ttl_ms,
+            wait_ms,
+        };
+        let id = self.history.invoke(self.process, op);
+        let body =
+            serde_json::json!({"owner": owner, "mode": mode, "ttl_ms": ttl_ms, "wait_ms": wait_ms});
+        let reply = self
+            .call(
+                reqwest::Method::POST,
+                format!("/v1/locks/{lock}/acquire"),
+                Some(body),
+                Duration::from_millis(wait_ms) + CLIENT_PATIENCE,
+            )
+            .await;
+        match reply {
+            Reply::Ok(body) => {
+                let (Some(token), Some(expires_at_ms)) =
+                    (body["token"].as_u64(), body["expires_at_ms"].as_u64())
+                else {
+                    self.history
+                        .complete(id, Outcome::Info(format!("odd grant {body}")));
+                    self.generation += 1;
+                    return None;
+                };
+                self.history.complete(
+                    id,
+                    Outcome::Ok(Value::Granted {
+                        token,
+                        expires_at_ms,
+                    }),
+                );
+                Some(token)
+            }
+            Reply::Fail(why) => {
+                self.history.complete(id, Outcome::Fail(why));
+                None
+            }
+            Reply::Info(why) => {
+                self.history.complete(id, Outcome::Info(why));
+                self.generation += 1;
+                None
+            }
+        }
+    }
+
+    async fn release(&mut self, lock: &str, token: u64) {
+        let owner = self.owner();
+        let op = Op::Release {
+            lock: lock.to_owned(),
+            owner: owner.clone(),
+            token: Some(token),
+        };
+        let id = self.history.invoke(self.process, op);
+        let body = serde_json::json!({"owner": owner, "token": token});
+        let reply = self
+            .call(
+                reqwest::Method::POST,
+                format!("/v1/locks/{lock}/release"),
+                Some(body),
+                CLIENT_PATIENCE,
+            )
+            .await;
+        match reply {
+            Reply::Ok(_) => self.history.complete(id, Outcome::Ok(Value::Released)),
+            Reply::Fail(why) => {
+                // Not held any more (its lease ran out) or a stale token: either way this owner is done.
+                self.history.complete(id, Outcome::Fail(why));
+                self.generation += 1;
+            }
+            Reply::Info(why) => {
+                self.history.complete(id, Outcome::Info(why));
+                self.generation += 1;
+            }
+        }
+    }
+
+    async fn read(&mut self, lock: &str) -> bool {
+        let id = self.history.invoke(
+            self.process,
+            Op::Read {
+                lock: lock.to_owned(),
+            },
+        );
+        let reply = self
+            .call(
+                reqwest::Method::GET,
+                format!("/v1/locks/{lock}"),
+                None,
+                CLIENT_PATIENCE,
+            )
+            .await;
+        let outcome = match reply {
+            Reply::Ok(body) => match serde_json::from_value::<LockInfo>(body) {
+                Ok(info) => Outcome::Ok(Value::read_of(&info)),
+                Err(e) => Outcome::Fail(format!("unreadable lock: {e}")),
+            },
+            // A read changes nothing: whatever went wrong, it did not happen.
+            Reply::Fail(why) | Reply::Info(why) => Outcome::Fail(why),
+        };
+        let ok = matches!(outcome, Outcome::Ok(_));
+        self.history.complete(id, outcome);
+        ok
+    }
+}
+
+/// A recording client of one node, for the nemesis's own probes.
+pub struct Probe(Client);
+
+impl Probe {
+    /// A client of the node at `addr` whose operations are recorded as `process`.
+    pub fn new(history: &History, process: u64, addr: &str) -> Probe {
+        Probe(Client {
+            process,
+            generation: 0,
+            history: history.clone(),
+            addrs: vec![addr.to_owned()],
+            http: reqwest::Client::new(),
+            rng: Rng(1),
+        })
+    }
+
+    /// Acquires `lock` exclusively for `owner` with a lease of `ttl_ms`, without waiting; true when granted.
+    pub async fn acquire(&mut self, lock: &str, owner: &str, ttl_ms: u64) -> bool {
+        self.0
+            .acquire_as(lock, owner, LockMode::Exclusive, ttl_ms, 0)
+            .await
+            .is_some()
+    }
+
+    /// Reads `lock`; true when the read succeeded.
+    pub async fn read(&mut self, lock: &str) -> bool {
+        self.0.read(lock).await
+    }
+}
+
+/// Reads every lock once through every node (recorded), after the faults: every lease still running must show.
+pub async fn final_reads(history: &History, addrs: &[String]) {
+    for addr in addrs {
+        let mut probe = Probe::new(history, u64::MAX, addr);
+        for lock in LOCKS {
+            probe.read(lock).await;
+        }
+    }
+}

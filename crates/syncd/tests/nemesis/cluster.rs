@@ -3,22 +3,23 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use syncd_nemesis::faults::{Clock, SlowDisk, cc_available, faketime_available, merge_envs};
 use syncd_nemesis::process::{Procs, free_ports, tail};
 use syncd_nemesis::proxy::Mesh;
 use tempfile::TempDir;
+use tokio::sync::{Mutex, MutexGuard};
 
 /// Raft timing for the suite: the production ratio, scaled down so a scenario sees many elections.
 const HEARTBEAT_MS: u64 = 100;
 const ELECTION_TIMEOUT_MS: u64 = 600;
 
-/// Serialises the scenarios of this binary (see the crate doc); a failed scenario does not poison the others.
-pub fn exclusive() -> MutexGuard<'static, ()> {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+/// Serialises the scenarios of this binary (see the crate doc). Each test has its own runtime, so the lock is
+/// tokio's, which works across runtimes; a failed scenario does not poison it.
+pub async fn exclusive() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
 }
 
 /// How long the scenarios run: the CI default, or `SYNCD_NEMESIS_SOAK` seconds.

@@ -38,7 +38,7 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let _one_at_a_time = exclusive();
+    let _one_at_a_time = exclusive().await;
     let mut rng = Rng::from_env(name);
     let cluster = Arc::new(NemesisCluster::start(3).await);
     assert!(
@@ -390,7 +390,7 @@ async fn wall_clock_steps_on_the_leader() {
 /// length too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_clock_step_on_the_leader_ends_no_lease_and_no_wait_early() {
-    let _one_at_a_time = exclusive();
+    let _one_at_a_time = exclusive().await;
     let cluster = NemesisCluster::start(3).await;
     assert!(
         cluster.has_clock_faults(),

@@ -1,7 +1,7 @@
 //! The commands the lock table applies (one per raft log entry) and what each one answers.
 
+use crate::mode::LockMode;
 use serde::{Deserialize, Serialize};
-use syncd_api::locks::LockMode;
 
 /// A change to the lock table. The time comes separately, from the log entry's stamp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

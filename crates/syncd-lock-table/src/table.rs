@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use syncd_api::locks::{self as api, LockMode};
 
 use crate::command::{Command, Outcome};
 use crate::deadlock;
+use crate::mode::LockMode;
 
 /// One holder's grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,39 @@ pub struct Pending {
     pub ttl_ms: u64,
     /// When the wait ends.
     pub deadline_ms: u64,
+}
+
+/// A lock as readers see it: its mode, holders and queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockView {
+    /// The lock.
+    pub name: String,
+    /// The strongest mode held, or `None` when nobody holds it.
+    pub mode: Option<LockMode>,
+    /// The holders, by owner.
+    pub holders: Vec<HolderView>,
+    /// The queue, in order.
+    pub waiters: Vec<WaiterView>,
+}
+
+/// One holder in a [`LockView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderView {
+    /// The holder.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// End of its lease, on the table's clock.
+    pub expires_at_ms: u64,
+}
+
+/// One queued request in a [`LockView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaiterView {
+    /// The requester.
+    pub owner: String,
+    /// The mode it waits for.
+    pub mode: LockMode,
 }
 
 /// One lock's holders and queue. A lock with neither is removed from the table.
@@ -170,12 +203,12 @@ impl LockTable {
     }
 
     /// The public view of one lock; `None` when it has neither holders nor waiters.
-    pub fn lock_info(&self, name: &str) -> Option<api::LockInfo> {
+    pub fn lock_info(&self, name: &str) -> Option<LockView> {
         self.state.locks.get(name).map(|lock| info(name, lock))
     }
 
     /// The public view of every lock with holders or waiters, by name.
-    pub fn all_locks(&self) -> Vec<api::LockInfo> {
+    pub fn all_locks(&self) -> Vec<LockView> {
         self.state
             .locks
             .iter()
@@ -562,14 +595,14 @@ fn granted(hold: &Hold) -> Outcome {
     }
 }
 
-fn info(name: &str, lock: &Lock) -> api::LockInfo {
-    api::LockInfo {
+fn info(name: &str, lock: &Lock) -> LockView {
+    LockView {
         name: name.to_owned(),
         mode: lock.mode(),
         holders: lock
             .holders
             .iter()
-            .map(|(owner, h)| api::Holder {
+            .map(|(owner, h)| HolderView {
                 owner: owner.clone(),
                 token: h.token,
                 expires_at_ms: h.expires_at_ms,
@@ -578,7 +611,7 @@ fn info(name: &str, lock: &Lock) -> api::LockInfo {
         waiters: lock
             .waiters
             .iter()
-            .map(|w| api::Waiter {
+            .map(|w| WaiterView {
                 owner: w.owner.clone(),
                 mode: w.mode,
             })

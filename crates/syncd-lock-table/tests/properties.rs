@@ -348,7 +348,7 @@ fn check_acquire_outcome(
             .lock_info(name)
             .expect("a refused request leaves the lock as it was, and it was not idle");
         let upgrade = table.holder(name, owner).is_some();
-        let ahead: &[syncd_api::locks::Waiter] = if upgrade { &[] } else { &info.waiters };
+        let ahead: &[syncd_lock_table::WaiterView] = if upgrade { &[] } else { &info.waiters };
         let edges = graph.entry(owner.clone()).or_default();
         for h in &info.holders {
             let m = table.holder(name, &h.owner).map(|h| h.mode);

@@ -6,11 +6,13 @@
 //! - [`state_machine`]: the lock table as the raft state machine, with durable snapshots.
 //! - [`network`]: raft RPCs to peers over HTTP (client side).
 //! - [`peer_api`]: the `/internal/...` routes peers call (server side).
-//! - [`service`]: the lock operations any node accepts: forwarding to the leader, linearizable reads, waiting
-//!   acquires, the lease ticker, bootstrap and leadership hand-over.
+//! - [`service`]: the lock operations any node accepts, split by job: running calls on the leader (forwarding),
+//!   linearizable reads, waiting acquires, the lease ticker, rejoining after a disk loss, leadership hand-over.
+//! - [`convert`]: the edge between the REST types and the lock table's domain types.
 //! - [`error`]: [`LockError`] and its API codes.
 
 pub mod clock;
+pub mod convert;
 pub mod error;
 pub mod log_store;
 pub mod network;

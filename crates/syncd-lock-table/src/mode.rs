@@ -31,3 +31,17 @@ impl LockMode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LockMode;
+
+    #[test]
+    fn only_shared_holders_coexist() {
+        assert!(LockMode::Shared.compatible_with(LockMode::Shared));
+        assert!(!LockMode::Shared.compatible_with(LockMode::Exclusive));
+        assert!(!LockMode::Exclusive.compatible_with(LockMode::Shared));
+        assert!(!LockMode::Exclusive.compatible_with(LockMode::Exclusive));
+        assert!(LockMode::Exclusive > LockMode::Shared);
+    }
+}

@@ -75,6 +75,14 @@ impl SharedTable {
         *self.applied.borrow()
     }
 
+    /// The snapshot that is durable and served to peers, if any.
+    fn current_snapshot(&self) -> Option<(SnapshotMeta, Vec<u8>)> {
+        self.current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The stamp clock, anchored on every applied stamp.
     pub fn clock(&self) -> &StampClock {
         &self.clock
@@ -151,13 +159,7 @@ impl LockStateMachine {
         encoded: Vec<u8>,
     ) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
         let _one_at_a_time = self.shared.persisting.lock().await;
-        let current = self
-            .shared
-            .current_snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some((meta, bytes)) = current
+        if let Some((meta, bytes)) = self.shared.current_snapshot()
             && meta.last_log_id > file.meta.last_log_id
         {
             return Ok((meta, bytes));
@@ -329,16 +331,13 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self
+        Ok(self
             .shared
-            .current_snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Ok(current.map(|(meta, bytes)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+            .current_snapshot()
+            .map(|(meta, bytes)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            }))
     }
 }
 

@@ -28,19 +28,9 @@ pub(super) struct CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            withdraw(&self.service, &mut self.name, &mut self.owner, None);
         }
-        let service = self.service.clone();
-        let command = Command::CancelWait {
-            name: std::mem::take(&mut self.name),
-            owner: std::mem::take(&mut self.owner),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = service.propose(command).await {
-                tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
-            }
-        });
     }
 }
 
@@ -55,22 +45,40 @@ pub(super) struct WithdrawIfAbandoned {
 
 impl Drop for WithdrawIfAbandoned {
     fn drop(&mut self) {
-        let Some(proposal) = self.proposal.take() else {
-            return;
-        };
-        let service = self.service.clone();
-        let command = Command::CancelWait {
-            name: std::mem::take(&mut self.name),
-            owner: std::mem::take(&mut self.owner),
-        };
-        tokio::spawn(async move {
-            if let Ok(Ok((_, Outcome::Waiting { .. }))) = proposal.await
-                && let Err(e) = service.propose(command).await
-            {
-                tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
-            }
-        });
+        if let Some(proposal) = self.proposal.take() {
+            withdraw(
+                &self.service,
+                &mut self.name,
+                &mut self.owner,
+                Some(proposal),
+            );
+        }
     }
+}
+
+/// Proposes a `CancelWait` for `owner` on `name` in the background: at once, or once `after` (the acquire's own
+/// proposal) has answered that the request is waiting, so the cancel is ordered after it.
+fn withdraw(
+    service: &Arc<LockService>,
+    name: &mut String,
+    owner: &mut String,
+    after: Option<tokio::task::JoinHandle<Result<(u64, Outcome), LockError>>>,
+) {
+    let service = service.clone();
+    let command = Command::CancelWait {
+        name: std::mem::take(name),
+        owner: std::mem::take(owner),
+    };
+    tokio::spawn(async move {
+        if let Some(proposal) = after
+            && !matches!(proposal.await, Ok(Ok((_, Outcome::Waiting { .. }))))
+        {
+            return;
+        }
+        if let Err(e) = service.propose(command).await {
+            tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
+        }
+    });
 }
 
 pub(super) fn wait_ended(name: &str, wait_ms: u64) -> LockError {

@@ -133,6 +133,15 @@ async fn leader_or_any(cluster: &NemesisCluster, rng: &mut Rng) -> u64 {
     }
 }
 
+/// The leader (as [`leader_or_any`]) with probability `p_leader`, else any node.
+async fn victim(cluster: &NemesisCluster, rng: &mut Rng, p_leader: f64) -> u64 {
+    if rng.chance(p_leader) {
+        leader_or_any(cluster, rng).await
+    } else {
+        rng.pick(&cluster.ids())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_of_the_leader_and_of_followers() {
     scenario("crashes", |ctx| async move {
@@ -143,11 +152,7 @@ async fn crashes_of_the_leader_and_of_followers() {
             ..
         } = ctx;
         while Instant::now() < deadline {
-            let victim = if rng.chance(0.5) {
-                leader_or_any(&cluster, &mut rng).await
-            } else {
-                rng.pick(&cluster.ids())
-            };
+            let victim = victim(&cluster, &mut rng, 0.5).await;
             cluster.kill(victim);
             pause(&mut rng, 300, 1_500, deadline).await;
             cluster.restart(victim);
@@ -167,11 +172,7 @@ async fn stalls_of_one_to_five_seconds() {
             ..
         } = ctx;
         while Instant::now() < deadline {
-            let victim = if rng.chance(0.6) {
-                leader_or_any(&cluster, &mut rng).await
-            } else {
-                rng.pick(&cluster.ids())
-            };
+            let victim = victim(&cluster, &mut rng, 0.6).await;
             cluster.stop(victim);
             // Not cut short by the deadline: the stall is the fault.
             tokio::time::sleep(Duration::from_millis(rng.range(1_000, 5_000))).await;

@@ -19,6 +19,10 @@ pub enum Command {
         ttl_ms: u64,
         /// How long the request may wait in the queue; 0 means "now or never".
         wait_ms: u64,
+        /// Names this request (0: unnamed, as in logs written before requests had ids), so that a later
+        /// [`Command::CancelWait`] can withdraw exactly what it queued or was granted.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        request: u64,
     },
     /// Give the lock up.
     Release {
@@ -41,11 +45,17 @@ pub enum Command {
         token: Option<u64>,
     },
     /// Remove the owner from the lock's queue (its wait timed out at the client, or the client went away).
+    ///
+    /// With a `request` id, withdraw that request whatever became of it: its queued wait, or the grant it was
+    /// given meanwhile (nobody is there to use it), unless a later acquire by the owner took the grant over.
     CancelWait {
         /// Lock name.
         name: String,
         /// Waiter.
         owner: String,
+        /// The request to withdraw; 0 removes the owner's queued wait only.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        request: u64,
     },
     /// Only advance the clock, expiring due leases and waits.
     Tick,
@@ -57,6 +67,10 @@ pub enum Command {
         /// The incarnation of its storage.
         incarnation: u64,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Command {

@@ -17,6 +17,9 @@ pub struct Hold {
     pub token: u64,
     /// End of the lease, on the table's clock.
     pub expires_at_ms: u64,
+    /// The acquire that granted or last refreshed this hold (0: unnamed).
+    #[serde(default)]
+    pub request: u64,
 }
 
 /// A queued request.
@@ -30,6 +33,9 @@ pub struct Pending {
     pub ttl_ms: u64,
     /// When the wait ends.
     pub deadline_ms: u64,
+    /// The acquire that queued or last refreshed this request (0: unnamed).
+    #[serde(default)]
+    pub request: u64,
 }
 
 /// A lock as readers see it: its mode, holders and queue.
@@ -230,7 +236,8 @@ impl LockTable {
                 mode,
                 ttl_ms,
                 wait_ms,
-            } => self.acquire(name, owner, *mode, *ttl_ms, *wait_ms),
+                request,
+            } => self.acquire(name, owner, *mode, *ttl_ms, *wait_ms, *request),
             Command::Release { name, owner, token } => self.release(name, owner, *token),
             Command::Renew {
                 name,
@@ -238,7 +245,11 @@ impl LockTable {
                 ttl_ms,
                 token,
             } => self.renew(name, owner, *ttl_ms, *token),
-            Command::CancelWait { name, owner } => self.cancel_wait(name, owner),
+            Command::CancelWait {
+                name,
+                owner,
+                request,
+            } => self.cancel_wait(name, owner, *request),
             Command::Tick => Outcome::Ticked,
             Command::RegisterNode { id, incarnation } => Outcome::Registered {
                 previous: self.state.nodes.insert(*id, *incarnation),
@@ -341,6 +352,7 @@ impl LockTable {
         mode: LockMode,
         ttl_ms: u64,
         wait_ms: u64,
+        request: u64,
     ) -> Outcome {
         let clock = self.state.clock_ms;
         let expires_at_ms = clock.saturating_add(ttl_ms);
@@ -356,6 +368,8 @@ impl LockTable {
                 }
                 w.deadline_ms = w.deadline_ms.max(deadline_ms);
                 w.ttl_ms = ttl_ms;
+                // The newest request takes the wait over: withdrawing an older one leaves it queued.
+                w.request = request;
                 let deadline_ms = w.deadline_ms;
                 self.deadlines.insert((deadline_ms, name.to_owned()));
                 return Outcome::Waiting { deadline_ms };
@@ -368,6 +382,7 @@ impl LockTable {
                 // Idempotent re-acquire: same token, lease extended.
                 (held, wanted) if held == wanted => {
                     hold.expires_at_ms = hold.expires_at_ms.max(expires_at_ms);
+                    hold.request = request;
                     let outcome = granted(hold);
                     let expiry = hold.expires_at_ms;
                     self.deadlines.insert((expiry, name.to_owned()));
@@ -377,6 +392,7 @@ impl LockTable {
                 (LockMode::Exclusive, LockMode::Shared) => {
                     hold.mode = LockMode::Shared;
                     hold.expires_at_ms = expires_at_ms;
+                    hold.request = request;
                     let outcome = granted(hold);
                     self.deadlines.insert((expires_at_ms, name.to_owned()));
                     self.promote(name);
@@ -384,7 +400,7 @@ impl LockTable {
                 }
                 // Upgrade: at once when no one else holds the lock (a new grant, so a new token) ...
                 _ if sole_holder => {
-                    *hold = new_hold(&mut self.state.last_token, mode, expires_at_ms);
+                    *hold = new_hold(&mut self.state.last_token, mode, expires_at_ms, request);
                     let outcome = granted(hold);
                     self.deadlines.insert((expires_at_ms, name.to_owned()));
                     return outcome;
@@ -400,6 +416,7 @@ impl LockTable {
                         mode,
                         ttl_ms,
                         deadline_ms,
+                        request,
                     };
                     return self.enqueue(name, pending, true);
                 }
@@ -407,7 +424,7 @@ impl LockTable {
         }
 
         if lock.waiters.is_empty() && lock.compatible_with_holders(owner, mode) {
-            let hold = new_hold(&mut self.state.last_token, mode, expires_at_ms);
+            let hold = new_hold(&mut self.state.last_token, mode, expires_at_ms, request);
             let outcome = granted(&hold);
             lock.holders.insert(owner.to_owned(), hold);
             self.deadlines.insert((expires_at_ms, name.to_owned()));
@@ -421,6 +438,7 @@ impl LockTable {
             mode,
             ttl_ms,
             deadline_ms,
+            request,
         };
         self.enqueue(name, pending, false)
     }
@@ -484,16 +502,28 @@ impl LockTable {
         Outcome::Renewed { expires_at_ms }
     }
 
-    fn cancel_wait(&mut self, name: &str, owner: &str) -> Outcome {
+    fn cancel_wait(&mut self, name: &str, owner: &str, request: u64) -> Outcome {
         let Some(lock) = self.state.locks.get_mut(name) else {
             return Outcome::WaitCancelled { removed: false };
         };
         let before = lock.waiters.len();
-        lock.waiters.retain(|w| w.owner != owner);
-        let removed = lock.waiters.len() != before;
+        lock.waiters
+            .retain(|w| w.owner != owner || (request != 0 && w.request != request));
+        let mut removed = lock.waiters.len() != before;
         if removed {
             self.unmark_waiting(owner, name);
-            // The head may have been what blocked the requests behind it.
+        } else if request != 0
+            && lock
+                .holders
+                .get(owner)
+                .is_some_and(|h| h.request == request)
+        {
+            // Granted after its caller went away: nobody knows the token, so nobody can use or release it.
+            lock.holders.remove(owner);
+            removed = true;
+        }
+        if removed {
+            // The withdrawn request may have been what blocked the requests behind it.
             self.promote(name);
         }
         Outcome::WaitCancelled { removed }
@@ -518,7 +548,12 @@ impl LockTable {
             let expires_at_ms = clock.saturating_add(head.ttl_ms);
             lock.holders.insert(
                 head.owner.clone(),
-                new_hold(&mut self.state.last_token, head.mode, expires_at_ms),
+                new_hold(
+                    &mut self.state.last_token,
+                    head.mode,
+                    expires_at_ms,
+                    head.request,
+                ),
             );
             self.deadlines.insert((expires_at_ms, name.to_owned()));
             self.unmark_waiting(&head.owner, name);
@@ -578,12 +613,13 @@ impl LockTable {
 }
 
 /// A new grant: the next fencing token from the table-wide counter.
-fn new_hold(last_token: &mut u64, mode: LockMode, expires_at_ms: u64) -> Hold {
+fn new_hold(last_token: &mut u64, mode: LockMode, expires_at_ms: u64, request: u64) -> Hold {
     *last_token += 1;
     Hold {
         mode,
         token: *last_token,
         expires_at_ms,
+        request,
     }
 }
 

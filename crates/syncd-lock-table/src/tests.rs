@@ -12,6 +12,7 @@ fn acquire(name: &str, owner: &str, mode: LockMode, ttl_ms: u64, wait_ms: u64) -
         mode,
         ttl_ms,
         wait_ms,
+        request: 0,
     }
 }
 
@@ -36,6 +37,7 @@ fn cancel(name: &str, owner: &str) -> Command {
     Command::CancelWait {
         name: name.to_owned(),
         owner: owner.to_owned(),
+        request: 0,
     }
 }
 
@@ -879,4 +881,60 @@ fn a_waiter_granted_by_an_expiry_leaves_no_stale_deadline() {
     assert_eq!(holders(&t, "a"), vec!["y".to_owned()]);
     assert_eq!(t.next_deadline(), Some(60_100));
     assert_eq!(t.deadline_entries(), 1);
+}
+
+fn acquire_as(name: &str, owner: &str, wait_ms: u64, request: u64) -> Command {
+    Command::Acquire {
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+        mode: LockMode::Exclusive,
+        ttl_ms: 60_000,
+        wait_ms,
+        request,
+    }
+}
+
+fn withdraw(name: &str, owner: &str, request: u64) -> Command {
+    Command::CancelWait {
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+        request,
+    }
+}
+
+#[test]
+fn withdrawing_a_request_granted_after_its_caller_left_releases_the_grant() {
+    let mut t = LockTable::default();
+    let token = granted(&mut t, 0, &acquire_as("a", "x", 0, 1));
+    waiting(&mut t, 1, &acquire_as("a", "y", 5_000, 7));
+    // x releases; y's request is granted before its withdrawal (its caller left) is applied.
+    t.apply(2, &release("a", "x", Some(token)));
+    assert_eq!(holders(&t, "a"), vec!["y".to_owned()]);
+    assert_eq!(
+        t.apply(3, &withdraw("a", "y", 7)),
+        Outcome::WaitCancelled { removed: true }
+    );
+    assert!(t.lock_info("a").is_none());
+    assert_eq!(t.deadline_entries(), 0);
+}
+
+#[test]
+fn withdrawing_a_request_leaves_what_a_later_request_took_over() {
+    let mut t = LockTable::default();
+    granted(&mut t, 0, &acquire_as("a", "y", 0, 7));
+    // The caller of request 7 retried as request 8 and was told it holds the lock: 7's withdrawal is moot.
+    granted(&mut t, 1, &acquire_as("a", "y", 0, 8));
+    assert_eq!(
+        t.apply(2, &withdraw("a", "y", 7)),
+        Outcome::WaitCancelled { removed: false }
+    );
+    assert_eq!(holders(&t, "a"), vec!["y".to_owned()]);
+    // Same for a wait refreshed by a later request.
+    granted(&mut t, 3, &acquire_as("b", "x", 0, 1));
+    waiting(&mut t, 4, &acquire_as("b", "z", 5_000, 2));
+    waiting(&mut t, 5, &acquire_as("b", "z", 5_000, 3));
+    t.apply(6, &withdraw("b", "z", 2));
+    assert_eq!(waiters(&t, "b"), vec![w("z", LockMode::Exclusive)]);
+    t.apply(7, &withdraw("b", "z", 3));
+    assert!(waiters(&t, "b").is_empty());
 }

@@ -34,6 +34,8 @@ enum Op {
         mode: LockMode,
         ttl_ms: u64,
         wait_ms: u64,
+        /// 0 (unnamed) or one of a few ids, so withdrawals by id hit and miss.
+        request: u64,
     },
     Release {
         lock: usize,
@@ -49,6 +51,7 @@ enum Op {
     CancelWait {
         lock: usize,
         owner: usize,
+        request: u64,
     },
     Tick,
 }
@@ -80,13 +83,14 @@ fn op() -> impl Strategy<Value = Op> {
     let ttl = 1u64..40;
     let wait = prop_oneof![1 => Just(0u64), 2 => 1u64..60];
     prop_oneof![
-        8 => (lock.clone(), owner.clone(), mode(), ttl.clone(), wait).prop_map(
-            |(lock, owner, mode, ttl_ms, wait_ms)| Op::Acquire {
+        8 => (lock.clone(), owner.clone(), mode(), ttl.clone(), wait, 0u64..4).prop_map(
+            |(lock, owner, mode, ttl_ms, wait_ms, request)| Op::Acquire {
                 lock,
                 owner,
                 mode,
                 ttl_ms,
-                wait_ms
+                wait_ms,
+                request,
             }
         ),
         3 => (lock.clone(), owner.clone(), token_choice())
@@ -99,7 +103,8 @@ fn op() -> impl Strategy<Value = Op> {
                 token
             }
         ),
-        1 => (lock, owner).prop_map(|(lock, owner)| Op::CancelWait { lock, owner }),
+        2 => (lock, owner, 0u64..4)
+            .prop_map(|(lock, owner, request)| Op::CancelWait { lock, owner, request }),
         1 => Just(Op::Tick),
     ]
 }
@@ -133,12 +138,14 @@ fn resolve(table: &LockTable, op: &Op) -> Command {
             mode,
             ttl_ms,
             wait_ms,
+            request,
         } => Command::Acquire {
             name: LOCKS[lock].to_owned(),
             owner: OWNERS[owner].to_owned(),
             mode,
             ttl_ms,
             wait_ms,
+            request,
         },
         Op::Release { lock, owner, token } => Command::Release {
             name: LOCKS[lock].to_owned(),
@@ -156,9 +163,14 @@ fn resolve(table: &LockTable, op: &Op) -> Command {
             ttl_ms,
             token: resolve_token(table, LOCKS[lock], OWNERS[owner], token),
         },
-        Op::CancelWait { lock, owner } => Command::CancelWait {
+        Op::CancelWait {
+            lock,
+            owner,
+            request,
+        } => Command::CancelWait {
             name: LOCKS[lock].to_owned(),
             owner: OWNERS[owner].to_owned(),
+            request,
         },
         Op::Tick => Command::Tick,
     }
@@ -637,7 +649,7 @@ proptest! {
                     Op::Acquire { lock, owner, .. }
                     | Op::Release { lock, owner, .. }
                     | Op::Renew { lock, owner, .. }
-                    | Op::CancelWait { lock, owner } => {
+                    | Op::CancelWait { lock, owner, .. } => {
                         *lock = 0;
                         *owner %= 3;
                     }

@@ -128,6 +128,9 @@ pub struct LockService {
     rejoin_pending: watch::Sender<bool>,
     /// Whether this node may grant votes; see [`Self::may_vote`].
     votes_trusted: watch::Sender<bool>,
+    /// Where this node's acquire ids start, and how many it made ([`Self::next_request_id`]).
+    request_base: u64,
+    requests: std::sync::atomic::AtomicU64,
     /// Flips to true when the node starts shutting down: no new proposals, waiting acquires give up.
     stopping: watch::Sender<bool>,
     /// True while a leadership hand-over is under way: the leader proposes nothing, so its lease can lapse.
@@ -211,6 +214,8 @@ impl LockService {
             log: log_meta,
             rejoin_pending: watch::Sender::new(rejoin_pending),
             votes_trusted: watch::Sender::new(votes_trusted),
+            request_base: incarnation.rotate_left(17) ^ wall_clock_ms(),
+            requests: std::sync::atomic::AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             handing_over: watch::Sender::new(false),
         });
@@ -287,15 +292,18 @@ impl LockService {
         req: &AcquireRequest,
     ) -> Result<AcquireResponse, LockError> {
         self.check_open()?;
+        let request = self.next_request_id();
         let command = Command::Acquire {
             name: name.to_owned(),
             owner: req.owner.clone(),
             mode: convert::mode_in(req.mode),
             ttl_ms: req.ttl_ms,
             wait_ms: req.wait_ms,
+            request,
         };
         let (index, outcome) = if req.wait_ms > 0 {
-            self.propose_wait(name, &req.owner, command).await?
+            self.propose_wait(name, &req.owner, request, command)
+                .await?
         } else {
             self.propose(command).await?
         };
@@ -311,7 +319,7 @@ impl LockService {
                 token,
                 expires_at_ms,
             }),
-            Outcome::Waiting { .. } => self.await_grant(name, req, index).await,
+            Outcome::Waiting { .. } => self.await_grant(name, req, request, index).await,
             Outcome::Deadlock => Err(LockError::Deadlock),
             Outcome::Conflict => Err(LockError::Conflict(format!(
                 "{name} is held in a mode incompatible with {}",
@@ -319,6 +327,15 @@ impl LockService {
             ))),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// A new id for an acquire (never 0, which means "unnamed"): the node's storage incarnation mixed with a
+    /// counter, so ids from different nodes and restarts do not meet in practice.
+    fn next_request_id(&self) -> u64 {
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (self.request_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1)
     }
 
     /// Releases a lock.

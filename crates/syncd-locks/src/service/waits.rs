@@ -21,15 +21,14 @@ pub(super) enum WaitState {
 /// Withdraws a queued acquire when its HTTP call is dropped (the client went away) before it resolved.
 pub(super) struct CancelOnDrop {
     service: Arc<LockService>,
-    name: String,
-    owner: String,
-    armed: bool,
+    /// The `CancelWait` to propose; `None` once the call resolved.
+    cancel: Option<Command>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if self.armed {
-            withdraw(&self.service, &mut self.name, &mut self.owner, None);
+        if let Some(cancel) = self.cancel.take() {
+            withdraw(&self.service, cancel, None);
         }
     }
 }
@@ -38,44 +37,43 @@ impl Drop for CancelOnDrop {
 /// answers, a request that queued is cancelled.
 pub(super) struct WithdrawIfAbandoned {
     service: Arc<LockService>,
-    name: String,
-    owner: String,
+    cancel: Option<Command>,
     proposal: Option<tokio::task::JoinHandle<Result<(u64, Outcome), LockError>>>,
 }
 
 impl Drop for WithdrawIfAbandoned {
     fn drop(&mut self) {
-        if let Some(proposal) = self.proposal.take() {
-            withdraw(
-                &self.service,
-                &mut self.name,
-                &mut self.owner,
-                Some(proposal),
-            );
+        if let (Some(proposal), Some(cancel)) = (self.proposal.take(), self.cancel.take()) {
+            withdraw(&self.service, cancel, Some(proposal));
         }
     }
 }
 
-/// Proposes a `CancelWait` for `owner` on `name` in the background: at once, or once `after` (the acquire's own
-/// proposal) has answered that the request is waiting, so the cancel is ordered after it.
+/// A `CancelWait` that withdraws request `request` of `owner` on `name`, whatever became of it: its wait, or the
+/// grant it received after its caller left.
+fn cancel_of(name: &str, owner: &str, request: u64) -> Command {
+    Command::CancelWait {
+        name: name.to_owned(),
+        owner: owner.to_owned(),
+        request,
+    }
+}
+
+/// Proposes `cancel` in the background: at once, or once `after` (the acquire's own proposal) has answered that
+/// the request is waiting, so the cancel is ordered after it.
 fn withdraw(
     service: &Arc<LockService>,
-    name: &mut String,
-    owner: &mut String,
+    cancel: Command,
     after: Option<tokio::task::JoinHandle<Result<(u64, Outcome), LockError>>>,
 ) {
     let service = service.clone();
-    let command = Command::CancelWait {
-        name: std::mem::take(name),
-        owner: std::mem::take(owner),
-    };
     tokio::spawn(async move {
         if let Some(proposal) = after
             && !matches!(proposal.await, Ok(Ok((_, Outcome::Waiting { .. }))))
         {
             return;
         }
-        if let Err(e) = service.propose(command).await {
+        if let Err(e) = service.propose(cancel).await {
             tracing::warn!(error = %e, "could not withdraw an abandoned lock request");
         }
     });
@@ -93,13 +91,13 @@ impl LockService {
         self: &Arc<Self>,
         name: &str,
         owner: &str,
+        request: u64,
         command: Command,
     ) -> Result<(u64, Outcome), LockError> {
         let service = self.clone();
         let mut guard = WithdrawIfAbandoned {
             service: self.clone(),
-            name: name.to_owned(),
-            owner: owner.to_owned(),
+            cancel: Some(cancel_of(name, owner, request)),
             proposal: Some(tokio::spawn(async move { service.propose(command).await })),
         };
         let Some(proposal) = guard.proposal.as_mut() else {
@@ -115,13 +113,12 @@ impl LockService {
         self: &Arc<Self>,
         name: &str,
         req: &AcquireRequest,
+        request: u64,
         index: u64,
     ) -> Result<AcquireResponse, LockError> {
         let mut guard = CancelOnDrop {
             service: self.clone(),
-            name: name.to_owned(),
-            owner: req.owner.clone(),
-            armed: true,
+            cancel: Some(cancel_of(name, &req.owner, request)),
         };
         let until = Instant::now() + Duration::from_millis(req.wait_ms) + WAIT_GRACE;
         let mut applied = self.table.subscribe();
@@ -130,11 +127,11 @@ impl LockService {
             if *applied.borrow_and_update() >= index {
                 match self.wait_state(name, &req.owner, convert::mode_in(req.mode)) {
                     WaitState::Granted(resp) => {
-                        guard.armed = false;
+                        guard.cancel = None;
                         return Ok(resp);
                     }
                     WaitState::Ended => {
-                        guard.armed = false;
+                        guard.cancel = None;
                         return Err(wait_ended(name, req.wait_ms));
                     }
                     WaitState::Queued => {}
@@ -152,15 +149,10 @@ impl LockService {
                 }
             }
         }
-        // The leader did not expire the wait in time (no leader, or a slow tick): withdraw the request ourselves,
-        // then report whatever the table decided first.
-        guard.armed = false;
-        let (cancel_index, _) = self
-            .propose(Command::CancelWait {
-                name: name.to_owned(),
-                owner: req.owner.clone(),
-            })
-            .await?;
+        // The leader did not expire the wait in time (no leader, or a slow tick): withdraw the wait ourselves (only
+        // the wait: the caller is still here), then report whatever the table decided first.
+        guard.cancel = None;
+        let (cancel_index, _) = self.propose(cancel_of(name, &req.owner, 0)).await?;
         self.wait_applied(cancel_index, Instant::now() + QUORUM_WAIT)
             .await?;
         match self.wait_state(name, &req.owner, convert::mode_in(req.mode)) {

@@ -451,3 +451,74 @@ async fn a_forward_clock_step_on_the_leader_ends_no_lease_and_no_wait_early() {
         .unwrap();
     assert_eq!(read["holders"][0]["owner"], "a", "{read}");
 }
+
+/// A client that gives up on a waiting acquire while its proposal is held up (here: the leader is stalled, so the
+/// follower's forward is in flight) must not leave a request queued for nobody, later granted and held until its
+/// lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_acquire_abandoned_before_it_was_proposed_is_withdrawn() {
+    let _one_at_a_time = exclusive().await;
+    let cluster = NemesisCluster::start(3).await;
+    let leader = cluster
+        .leader(Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let http = reqwest::Client::new();
+    let url =
+        |node: u64, path: &str| format!("http://{}/v1/locks/contended/{path}", cluster.addr(node));
+    let held = http
+        .post(url(leader, "acquire"))
+        .json(&serde_json::json!({"owner": "a", "ttl_ms": 60_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    // The leader stalls for less than an election timeout; b's waiting acquire reaches the follower, which
+    // forwards it, and b gives up before anything comes back.
+    cluster.stop(leader);
+    let abandoned = http
+        .post(url(follower, "acquire"))
+        .json(&serde_json::json!({"owner": "b", "ttl_ms": 60_000, "wait_ms": 20_000}))
+        .timeout(Duration::from_millis(150))
+        .send()
+        .await;
+    assert!(
+        abandoned.is_err(),
+        "b's call should have timed out: {abandoned:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cluster.cont(leader);
+    let released = http
+        .post(url(leader, "release"))
+        .json(&serde_json::json!({"owner": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 200);
+    // b is neither granted nor left waiting: the lock ends up free.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: serde_json::Value = http
+            .get(format!(
+                "http://{}/v1/locks/contended",
+                cluster.addr(leader)
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if info["holders"].as_array().is_some_and(Vec::is_empty)
+            && info["waiters"].as_array().is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "an abandoned request still holds or waits for the lock: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -123,6 +123,11 @@ impl Value {
     }
 }
 
+/// The prefix of a [`Outcome::Fail`] reason that says the server refused the operation with a problem code: the
+/// operation did not change anything, but its answer is an observation of the state (a `lock_conflict` says the
+/// lock was held; a `not_held` says the owner did not hold it).
+pub const REFUSED: &str = "refused:";
+
 /// How an operation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
@@ -160,7 +165,25 @@ pub struct Operation {
     pub completed: Option<Completion>,
 }
 
+impl Outcome {
+    /// A definite refusal by the server with the problem `code` (see [`REFUSED`]).
+    pub fn refused(code: &str, detail: &str) -> Outcome {
+        Outcome::Fail(format!("{REFUSED}{code}: {detail}"))
+    }
+}
+
 impl Operation {
+    /// The problem code when the server definitely refused the operation (see [`REFUSED`]).
+    pub fn refused_code(&self) -> Option<&str> {
+        match &self.completed {
+            Some(Completion {
+                outcome: Outcome::Fail(reason),
+                ..
+            }) => reason.strip_prefix(REFUSED)?.split(':').next(),
+            _ => None,
+        }
+    }
+
     /// The result when the operation completed `Ok`.
     pub fn ok_value(&self) -> Option<&Value> {
         match &self.completed {

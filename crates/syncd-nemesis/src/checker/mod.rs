@@ -2,7 +2,9 @@
 //! returns the [`Anomaly`]s it found; an empty list means the history is consistent with the property.
 //!
 //! - [`locks`]: mutual exclusion, fencing tokens, reads of held locks, and liveness of the lock service.
+//! - [`linearizable`]: a linearizability search of the lock API against a sequential model.
 
+pub mod linearizable;
 pub mod locks;
 
 use std::fmt;

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncd_client::syncd_api::locks::LockMode;
-use syncd_nemesis::checker::{Anomaly, locks, report};
+use syncd_nemesis::checker::{Anomaly, linearizable, locks, report};
 use syncd_nemesis::history::{History, Op};
 
 use super::cluster::{NemesisCluster, Rng, duration, exclusive};
-use super::workload::{Gate, Probe, Workload, final_reads};
+use super::workload::{Gate, Probe, Profile, Workload, final_reads};
 
 /// Once every fault is healed, a grant must complete within this long, again and again.
 const LIVENESS_BOUND: Duration = Duration::from_secs(4);
 /// How long the healthy window after the faults lasts.
 const HEALTHY: Duration = Duration::from_secs(5);
+/// How many states the linearizability search of one lock may visit before it calls the lock undecided.
+const MAX_STATES: usize = 2_000_000;
 /// The CI length of a scenario's fault phase.
 const CI_FAULTS: Duration = Duration::from_secs(16);
 
@@ -33,7 +35,7 @@ struct Ctx {
 }
 
 /// Runs one scenario: `nemesis` acts until its deadline and must leave every node running and every link healed.
-async fn scenario<F, Fut>(name: &str, nemesis: F)
+async fn scenario<F, Fut>(name: &str, profile: Profile, nemesis: F)
 where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
@@ -52,7 +54,7 @@ where
         .iter()
         .map(|id| cluster.addr(*id).to_owned())
         .collect();
-    let workload = Workload::start(&history, addrs.clone(), 5, rng.next());
+    let workload = Workload::start(&history, addrs.clone(), 5, rng.next(), profile);
 
     let deadline = Instant::now() + duration(CI_FAULTS);
     nemesis(Ctx {
@@ -87,6 +89,11 @@ where
     anomalies.extend(locks::mutual_exclusion(&history));
     anomalies.extend(locks::tokens_monotonic(&history));
     anomalies.extend(locks::reads_see_writes(&history));
+    let linearizable =
+        (profile == Profile::Linearizable).then(|| linearizable::check(&history, MAX_STATES));
+    if let Some(report) = &linearizable {
+        anomalies.extend(report.anomalies.iter().cloned());
+    }
     anomalies.extend(locks::liveness(
         &history,
         &[window],
@@ -97,8 +104,14 @@ where
         .iter()
         .filter(|op| matches!(op.op, Op::Acquire { .. }) && op.ok_value().is_some())
         .count();
+    let search = linearizable.as_ref().map_or(String::new(), |r| {
+        format!(
+            ", linearizability: {} locks, {} operations, undecided {:?}",
+            r.locks, r.operations, r.undecided
+        )
+    });
     let summary = format!(
-        "{name}: {} operations, {granted} grants, leader after healing {leader:?}, {} anomalies",
+        "{name}: {} operations, {granted} grants, leader after healing {leader:?}, {} anomalies{search}",
         ops.len(),
         anomalies.len()
     );
@@ -144,7 +157,7 @@ async fn victim(cluster: &NemesisCluster, rng: &mut Rng, p_leader: f64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_of_the_leader_and_of_followers() {
-    scenario("crashes", |ctx| async move {
+    scenario("crashes", Profile::Leases, |ctx| async move {
         let Ctx {
             cluster,
             mut rng,
@@ -164,7 +177,7 @@ async fn crashes_of_the_leader_and_of_followers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalls_of_one_to_five_seconds() {
-    scenario("stalls", |ctx| async move {
+    scenario("stalls", Profile::Leases, |ctx| async move {
         let Ctx {
             cluster,
             mut rng,
@@ -185,80 +198,85 @@ async fn stalls_of_one_to_five_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_crashes_with_staggered_restarts_in_every_order() {
-    scenario("whole-cluster restarts", |ctx| async move {
-        let Ctx {
-            cluster,
-            history,
-            gate,
-            mut rng,
-            deadline,
-        } = ctx;
-        let orders: [[u64; 3]; 6] = [
-            [0, 1, 2],
-            [0, 2, 1],
-            [1, 0, 2],
-            [1, 2, 0],
-            [2, 0, 1],
-            [2, 1, 0],
-        ];
-        let mut round = 0;
-        // Every order once, whatever the deadline; then random orders until it.
-        while round < orders.len() || Instant::now() < deadline {
-            let order = if round < orders.len() {
-                orders[round]
-            } else {
-                orders[rng.range(0, 6) as usize]
-            };
-            round += 1;
-            // The old leader first half of the time: it comes back as leader in its old term.
-            let leader = cluster.leader(Duration::from_secs(3)).await;
-            let order: Vec<u64> = match leader {
-                Some(l) if rng.chance(0.5) => std::iter::once(l)
-                    .chain(order.iter().copied().filter(|id| *id != l))
-                    .collect(),
-                _ => order.to_vec(),
-            };
-            // A probe lock taken through a follower just before the crash, read at once after the restart through
-            // the node restarted last: the read must see it, although the last acknowledged write may be past the
-            // commit index the nodes saved.
-            let follower = order
-                .iter()
-                .rev()
-                .copied()
-                .find(|id| Some(*id) != leader)
-                .unwrap_or(order[order.len() - 1]);
-            let probe_lock = format!("probe-{round}");
-            let mut writer = Probe::new(&history, 1_000 + round as u64, cluster.addr(follower));
-            // The probe is the last write before the crash and the first read after it: the clients wait
-            // meanwhile.
-            let quiet = gate.write().await;
-            let probed = writer.acquire(&probe_lock, &probe_lock, 120_000).await;
-            for id in cluster.ids() {
-                cluster.kill(id);
-            }
-            for (i, id) in order.iter().enumerate() {
-                if i > 0 {
-                    tokio::time::sleep(Duration::from_millis(rng.range(0, 400))).await;
+    scenario(
+        "whole-cluster restarts",
+        Profile::Leases,
+        |ctx| async move {
+            let Ctx {
+                cluster,
+                history,
+                gate,
+                mut rng,
+                deadline,
+            } = ctx;
+            let orders: [[u64; 3]; 6] = [
+                [0, 1, 2],
+                [0, 2, 1],
+                [1, 0, 2],
+                [1, 2, 0],
+                [2, 0, 1],
+                [2, 1, 0],
+            ];
+            let mut round = 0;
+            // Every order once, whatever the deadline; then random orders until it.
+            while round < orders.len() || Instant::now() < deadline {
+                let order = if round < orders.len() {
+                    orders[round]
+                } else {
+                    orders[rng.range(0, 6) as usize]
+                };
+                round += 1;
+                // The old leader first half of the time: it comes back as leader in its old term.
+                let leader = cluster.leader(Duration::from_secs(3)).await;
+                let order: Vec<u64> = match leader {
+                    Some(l) if rng.chance(0.5) => std::iter::once(l)
+                        .chain(order.iter().copied().filter(|id| *id != l))
+                        .collect(),
+                    _ => order.to_vec(),
+                };
+                // A probe lock taken through a follower just before the crash, read at once after the restart through
+                // the node restarted last: the read must see it, although the last acknowledged write may be past the
+                // commit index the nodes saved.
+                let follower = order
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|id| Some(*id) != leader)
+                    .unwrap_or(order[order.len() - 1]);
+                let probe_lock = format!("probe-{round}");
+                let mut writer = Probe::new(&history, 1_000 + round as u64, cluster.addr(follower));
+                // The probe is the last write before the crash and the first read after it: the clients wait
+                // meanwhile.
+                let quiet = gate.write().await;
+                let probed = writer.acquire(&probe_lock, &probe_lock, 120_000).await;
+                for id in cluster.ids() {
+                    cluster.kill(id);
                 }
-                cluster.restart(*id);
-            }
-            if probed {
-                let mut reader = Probe::new(&history, 2_000 + round as u64, cluster.addr(follower));
-                let until = Instant::now() + Duration::from_secs(10);
-                while !reader.read(&probe_lock).await && Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                for (i, id) in order.iter().enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(rng.range(0, 400))).await;
+                    }
+                    cluster.restart(*id);
                 }
+                if probed {
+                    let mut reader =
+                        Probe::new(&history, 2_000 + round as u64, cluster.addr(follower));
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while !reader.read(&probe_lock).await && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                drop(quiet);
+                tokio::time::sleep(Duration::from_millis(rng.range(300, 1_500))).await;
             }
-            drop(quiet);
-            tokio::time::sleep(Duration::from_millis(rng.range(300, 1_500))).await;
-        }
-    })
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_of_the_leader_of_a_follower_and_flapping_links() {
-    scenario("partitions", |ctx| async move {
+    scenario("partitions", Profile::Leases, |ctx| async move {
         let Ctx {
             cluster,
             mut rng,
@@ -312,7 +330,7 @@ async fn partitions_of_the_leader_of_a_follower_and_flapping_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_disks_on_the_leader_and_everywhere() {
-    scenario("slow disks", |ctx| async move {
+    scenario("slow disks", Profile::Leases, |ctx| async move {
         let Ctx {
             cluster,
             mut rng,
@@ -353,7 +371,7 @@ async fn slow_disks_on_the_leader_and_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_clock_steps_on_the_leader() {
-    scenario("clock steps", |ctx| async move {
+    scenario("clock steps", Profile::Leases, |ctx| async move {
         let Ctx {
             cluster,
             mut rng,
@@ -381,6 +399,49 @@ async fn wall_clock_steps_on_the_leader() {
         }
         for id in cluster.ids() {
             cluster.step_clock(id, 0.0);
+        }
+    })
+    .await;
+}
+
+/// Crashes, stalls, partitions and clock steps in turn, with a workload the sequential model covers (no waits, no
+/// expiry), and the whole history searched for a linearization lock by lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_faults_checked_for_linearizability() {
+    scenario("linearizability", Profile::Linearizable, |ctx| async move {
+        let Ctx {
+            cluster,
+            mut rng,
+            deadline,
+            ..
+        } = ctx;
+        let mut kind = 0;
+        while Instant::now() < deadline {
+            let victim = victim(&cluster, &mut rng, 0.7).await;
+            match kind % 4 {
+                0 => {
+                    cluster.kill(victim);
+                    pause(&mut rng, 300, 1_500, deadline).await;
+                    cluster.restart(victim);
+                }
+                1 => {
+                    cluster.stop(victim);
+                    tokio::time::sleep(Duration::from_millis(rng.range(1_000, 4_000))).await;
+                    cluster.cont(victim);
+                }
+                2 => {
+                    cluster.mesh.isolate(victim);
+                    tokio::time::sleep(Duration::from_millis(rng.range(1_000, 3_000))).await;
+                    cluster.mesh.heal_all();
+                }
+                _ => {
+                    cluster.step_clock(victim, 60.0);
+                    tokio::time::sleep(Duration::from_millis(rng.range(1_000, 3_000))).await;
+                    cluster.step_clock(victim, 0.0);
+                }
+            }
+            kind += 1;
+            pause(&mut rng, 500, 1_500, deadline).await;
         }
     })
     .await;

@@ -1,6 +1,10 @@
-//! Lock clients that record every operation in a [`History`]: acquires (some waiting), holds, releases (some
-//! leases abandoned, as by a crashed client, so expiry is exercised) and linearizable reads, each through a
-//! random node.
+//! Lock clients that record every operation in a [`History`], each call through a random node. Two profiles:
+//!
+//! - [`Profile::Leases`]: acquires (some waiting), holds, releases, some leases abandoned as by a crashed client
+//!   (short leases, so expiry is exercised all the time), and linearizable reads;
+//! - [`Profile::Linearizable`]: what the sequential model of `syncd_nemesis::checker::linearizable` covers:
+//!   acquires that never wait, leases that never run out, releases, reads; after an acquire with an unknown
+//!   outcome the client releases that owner's possible grant before it goes on as a new owner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +17,19 @@ use super::cluster::Rng;
 
 /// The locks the clients fight over: few, so contention is high.
 pub const LOCKS: [&str; 3] = ["alpha", "beta", "gamma"];
-/// The lease every acquire asks for: short, so abandoned leases expire within a scenario.
+/// The lease every acquire asks for in [`Profile::Leases`]: short, so abandoned leases expire within a scenario.
 pub const TTL_MS: u64 = 2_000;
+/// The lease in [`Profile::Linearizable`]: longer than any scenario, so no lease runs out.
+const LONG_TTL_MS: u64 = 3_600_000;
+
+/// What the clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Waits, abandoned leases, expiry.
+    Leases,
+    /// No waits, no expiry: checkable against the sequential model.
+    Linearizable,
+}
 /// How long a client waits for any answer beyond the server-side wait.
 const CLIENT_PATIENCE: Duration = Duration::from_millis(2_500);
 
@@ -31,13 +46,20 @@ pub type Gate = Arc<tokio::sync::RwLock<()>>;
 
 impl Workload {
     /// Starts `clients` clients against the nodes at `addrs`, recording into `history`.
-    pub fn start(history: &History, addrs: Vec<String>, clients: u64, seed: u64) -> Workload {
+    pub fn start(
+        history: &History,
+        addrs: Vec<String>,
+        clients: u64,
+        seed: u64,
+        profile: Profile,
+    ) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let gate = Gate::default();
         let tasks = (0..clients)
             .map(|process| {
                 let client = Client {
                     process,
+                    profile,
                     generation: 0,
                     history: history.clone(),
                     addrs: addrs.clone(),
@@ -69,6 +91,7 @@ impl Workload {
 
 struct Client {
     process: u64,
+    profile: Profile,
     /// Bumped after an operation whose outcome is unknown: a fresh owner keeps the checkers sharp (Jepsen's
     /// process ids).
     generation: u64,
@@ -81,10 +104,34 @@ struct Client {
 /// What one HTTP call came to.
 enum Reply {
     Ok(serde_json::Value),
-    /// The server answered and certainly did nothing (4xx), or the request never left (connection refused).
+    /// The server refused it (4xx) with this problem code: it certainly did nothing, and the code says why.
+    Refused {
+        code: String,
+        detail: String,
+    },
+    /// The request never left (connection refused): it certainly did nothing.
     Fail(String),
     /// Anything else: the outcome is unknown.
     Info(String),
+}
+
+impl Reply {
+    /// The recorded outcome of a call that came to nothing or to an unknown end.
+    fn outcome(self) -> Option<Outcome> {
+        match self {
+            Reply::Ok(_) => None,
+            Reply::Refused { code, detail } => Some(Outcome::refused(&code, &detail)),
+            Reply::Fail(why) => Some(Outcome::Fail(why)),
+            Reply::Info(why) => Some(Outcome::Info(why)),
+        }
+    }
+}
+
+/// What an acquire came to.
+enum Acquired {
+    Granted(u64),
+    Refused,
+    Unknown,
 }
 
 impl Client {
@@ -110,13 +157,26 @@ impl Client {
             } else {
                 LockMode::Exclusive
             };
-            let wait_ms = self.rng.pick(&[0, 0, 300, 1_000]);
-            let Some(token) = self.acquire(lock, mode, wait_ms).await else {
-                // Nothing granted: a short pause so a conflict does not spin.
-                tokio::time::sleep(Duration::from_millis(self.rng.range(5, 40))).await;
-                continue;
+            let (wait_ms, ttl_ms) = match self.profile {
+                Profile::Leases => (self.rng.pick(&[0, 0, 300, 1_000]), TTL_MS),
+                Profile::Linearizable => (0, LONG_TTL_MS),
             };
-            if self.rng.chance(0.15) {
+            let owner = self.owner();
+            let token = match self.acquire_as(lock, &owner, mode, ttl_ms, wait_ms).await {
+                Acquired::Granted(token) => token,
+                Acquired::Refused => {
+                    // A short pause so a conflict does not spin.
+                    tokio::time::sleep(Duration::from_millis(self.rng.range(5, 40))).await;
+                    continue;
+                }
+                Acquired::Unknown => {
+                    if self.profile == Profile::Linearizable {
+                        self.clean_up(lock, &owner).await;
+                    }
+                    continue;
+                }
+            };
+            if self.profile == Profile::Leases && self.rng.chance(0.15) {
                 // Abandon the lease, as a client that crashed would; its owner is never used again.
                 self.generation += 1;
                 continue;
@@ -155,18 +215,16 @@ impl Client {
                 if status.is_success() {
                     Reply::Ok(body)
                 } else if status.is_client_error() {
-                    Reply::Fail(format!("{node}: {status} {}", body["code"]))
+                    Reply::Refused {
+                        code: body["code"].as_str().unwrap_or("unknown").to_owned(),
+                        detail: format!("{node}: {status}"),
+                    }
                 } else {
                     // 503 can mean "the leader did not answer; the outcome is unknown", 504 a timeout.
                     Reply::Info(format!("{node}: {status} {}", body["code"]))
                 }
             }
         }
-    }
-
-    async fn acquire(&mut self, lock: &str, mode: LockMode, wait_ms: u64) -> Option<u64> {
-        let owner = self.owner();
-        self.acquire_as(lock, &owner, mode, TTL_MS, wait_ms).await
     }
 
     async fn acquire_as(
@@ -176,7 +234,7 @@ impl Client {
         mode: LockMode,
         ttl_ms: u64,
         wait_ms: u64,
-    ) -> Option<u64> {
+    ) -> Acquired {
         let op = Op::Acquire {
             lock: lock.to_owned(),
             owner: owner.to_owned(),
@@ -203,7 +261,7 @@ impl Client {
                     self.history
                         .complete(id, Outcome::Info(format!("odd grant {body}")));
                     self.generation += 1;
-                    return None;
+                    return Acquired::Unknown;
                 };
                 self.history.complete(
                     id,
@@ -212,17 +270,56 @@ impl Client {
                         expires_at_ms,
                     }),
                 );
-                Some(token)
+                Acquired::Granted(token)
             }
-            Reply::Fail(why) => {
-                self.history.complete(id, Outcome::Fail(why));
-                None
+            other => {
+                let unknown = matches!(other, Reply::Info(_));
+                if let Some(outcome) = other.outcome() {
+                    self.history.complete(id, outcome);
+                }
+                if unknown {
+                    self.generation += 1;
+                    Acquired::Unknown
+                } else {
+                    Acquired::Refused
+                }
             }
-            Reply::Info(why) => {
-                self.history.complete(id, Outcome::Info(why));
-                self.generation += 1;
-                None
+        }
+    }
+
+    /// After an acquire by `owner` with an unknown outcome: releases whatever it may have been granted, so the lock
+    /// does not stay held for the rest of the run (the acquire may still take effect later, which the checkers
+    /// allow for).
+    async fn clean_up(&mut self, lock: &str, owner: &str) {
+        for _ in 0..20 {
+            let op = Op::Release {
+                lock: lock.to_owned(),
+                owner: owner.to_owned(),
+                token: None,
+            };
+            let id = self.history.invoke(self.process, op);
+            let body = serde_json::json!({"owner": owner});
+            let reply = self
+                .call(
+                    reqwest::Method::POST,
+                    format!("/v1/locks/{lock}/release"),
+                    Some(body),
+                    CLIENT_PATIENCE,
+                )
+                .await;
+            let definite = !matches!(reply, Reply::Info(_) | Reply::Fail(_));
+            match reply {
+                Reply::Ok(_) => self.history.complete(id, Outcome::Ok(Value::Released)),
+                other => {
+                    if let Some(outcome) = other.outcome() {
+                        self.history.complete(id, outcome);
+                    }
+                }
             }
+            if definite {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -245,13 +342,11 @@ impl Client {
             .await;
         match reply {
             Reply::Ok(_) => self.history.complete(id, Outcome::Ok(Value::Released)),
-            Reply::Fail(why) => {
-                // Not held any more (its lease ran out) or a stale token: either way this owner is done.
-                self.history.complete(id, Outcome::Fail(why));
-                self.generation += 1;
-            }
-            Reply::Info(why) => {
-                self.history.complete(id, Outcome::Info(why));
+            other => {
+                // Not held any more (its lease ran out), a stale token, or unknown: this owner is done.
+                if let Some(outcome) = other.outcome() {
+                    self.history.complete(id, outcome);
+                }
                 self.generation += 1;
             }
         }
@@ -279,6 +374,7 @@ impl Client {
             },
             // A read changes nothing: whatever went wrong, it did not happen.
             Reply::Fail(why) | Reply::Info(why) => Outcome::Fail(why),
+            Reply::Refused { code, detail } => Outcome::Fail(format!("{code}: {detail}")),
         };
         let ok = matches!(outcome, Outcome::Ok(_));
         self.history.complete(id, outcome);
@@ -294,6 +390,7 @@ impl Probe {
     pub fn new(history: &History, process: u64, addr: &str) -> Probe {
         Probe(Client {
             process,
+            profile: Profile::Leases,
             generation: 0,
             history: history.clone(),
             addrs: vec![addr.to_owned()],
@@ -304,10 +401,12 @@ impl Probe {
 
     /// Acquires `lock` exclusively for `owner` with a lease of `ttl_ms`, without waiting; true when granted.
     pub async fn acquire(&mut self, lock: &str, owner: &str, ttl_ms: u64) -> bool {
-        self.0
-            .acquire_as(lock, owner, LockMode::Exclusive, ttl_ms, 0)
-            .await
-            .is_some()
+        matches!(
+            self.0
+                .acquire_as(lock, owner, LockMode::Exclusive, ttl_ms, 0)
+                .await,
+            Acquired::Granted(_)
+        )
     }
 
     /// Reads `lock`; true when the read succeeded.

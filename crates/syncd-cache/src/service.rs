@@ -55,12 +55,15 @@ pub struct CacheConfig {
     pub vnodes: u32,
     /// How long one client operation may take, retries included.
     pub op_timeout: Duration,
+    /// Fault injection for tests: peer addresses dialled through other addresses (a fault-injecting proxy).
+    pub dial_overrides: std::collections::BTreeMap<String, String>,
 }
 
 impl CacheConfig {
     /// Defaults for everything but identity and discovery.
     pub fn new(id: u64, source: PeerSource) -> CacheConfig {
         CacheConfig {
+            dial_overrides: std::collections::BTreeMap::new(),
             id,
             source,
             capacity: 10_000,
@@ -197,12 +200,13 @@ impl CacheService {
         );
         let directory = Directory::new(home, config.home_capacity, now, metrics.clone());
         let (stop, _) = watch::channel(false);
+        let peers = PeerClient::with_dial_overrides(config.dial_overrides.clone());
         let service = Arc::new(CacheService {
             config,
             membership,
             store: Mutex::new(store),
             directory,
-            peers: PeerClient::default(),
+            peers,
             metrics,
             changed: Notify::new(),
             refresh_now: Notify::new(),
@@ -468,7 +472,7 @@ impl CacheService {
             let timeout = deadline.saturating_duration_since(Instant::now());
             let answer = self
                 .peers
-                .post(addr, "/internal/cache/request", frame, timeout)
+                .post_frame(addr, "/internal/cache/request", frame, timeout)
                 .await
                 .map_err(|e| Asked::Failed(CacheError::Unavailable(e.to_string())))?;
             let (header, _, value): (ReplyHeader, _, _) = wire::decode(answer)
@@ -600,7 +604,7 @@ impl CacheService {
         );
         let answer = self
             .peers
-            .post(
+            .post_frame(
                 &addr,
                 "/internal/cache/probe",
                 frame,
@@ -678,7 +682,9 @@ impl CacheService {
             let pings = self.membership.candidates().into_iter().map(|addr| {
                 let peers = self.peers.clone();
                 async move {
-                    let pong = peers.ping(&addr, timeout).await;
+                    let pong = peers
+                        .get_json::<Pong>(&addr, "/internal/cache/ping", timeout)
+                        .await;
                     (addr, pong)
                 }
             });

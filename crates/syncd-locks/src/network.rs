@@ -1,13 +1,10 @@
 //! The raft transport, client side: raft RPCs as JSON over HTTP to the peers' `/internal/raft/*` endpoints.
 //!
-//! One `reqwest::Client` (one connection pool) per peer address, kept for the life of the process so
-//! openraft's reconnects reuse warm connections. A refused or failed connection is reported as `Unreachable`, which
+//! The clients come from the shared peer transport (`syncd-peer`): one connection pool per peer address, kept for
+//! the life of the process so openraft's reconnects reuse warm connections. A refused or failed connection is reported as `Unreachable`, which
 //! makes openraft back off instead of hammering a dead peer.
 
-use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
@@ -20,6 +17,8 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use syncd_peer::PeerClient;
 
 use crate::types::{NodeId, TypeConfig};
 
@@ -39,55 +38,15 @@ pub(crate) mod paths {
     pub const MEMBERSHIP_ON_LEADER: &str = "/internal/locks/membership/on-leader";
 }
 
-/// A pool of HTTP clients, one per peer address.
-#[derive(Debug, Clone, Default)]
-pub struct PeerClients {
-    clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
-    /// Fault injection for tests: addresses dialled through others (see [`crate::LockConfig`]).
-    dial_overrides: Arc<BTreeMap<String, String>>,
-}
-
-impl PeerClients {
-    /// A pool that dials the addresses in `dial_overrides` through their values.
-    pub fn new(dial_overrides: BTreeMap<String, String>) -> Self {
-        PeerClients {
-            clients: Arc::default(),
-            dial_overrides: Arc::new(dial_overrides),
-        }
-    }
-
-    /// The URL of `path` on the peer at `addr`.
-    pub fn url(&self, addr: &str, path: &str) -> String {
-        let dialled = self.dial_overrides.get(addr).map_or(addr, String::as_str);
-        format!("http://{dialled}{path}")
-    }
-
-    /// The client for `addr` (`host:port`), created on first use.
-    pub fn get(&self, addr: &str) -> reqwest::Client {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients
-            .entry(addr.to_owned())
-            .or_insert_with(|| {
-                reqwest::Client::builder()
-                    .connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build()
-                    .unwrap_or_default()
-            })
-            .clone()
-    }
-}
-
 /// Builds one [`PeerConnection`] per raft target.
 #[derive(Debug, Clone, Default)]
 pub struct PeerNetwork {
-    clients: PeerClients,
+    clients: PeerClient,
 }
 
 impl PeerNetwork {
     /// A network that draws its HTTP clients from `clients`.
-    pub fn new(clients: PeerClients) -> Self {
+    pub fn new(clients: PeerClient) -> Self {
         PeerNetwork { clients }
     }
 }
@@ -99,7 +58,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerConnection {
             target,
             base: self.clients.url(&node.addr, ""),
-            client: self.clients.get(&node.addr),
+            client: self.clients.http(&node.addr),
         }
     }
 }

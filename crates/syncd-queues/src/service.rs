@@ -64,12 +64,15 @@ pub struct QueueConfig {
     pub failure_timeout: Duration,
     /// How often peers are pinged and ownership is checked.
     pub ping_interval: Duration,
+    /// Fault injection for tests: peer addresses dialled through other addresses (a fault-injecting proxy).
+    pub dial_overrides: std::collections::BTreeMap<String, String>,
 }
 
 impl QueueConfig {
     /// Defaults for everything but identity, storage and peers.
     pub fn new(id: u64, data_dir: PathBuf, source: PeerSource) -> QueueConfig {
         QueueConfig {
+            dial_overrides: std::collections::BTreeMap::new(),
             id,
             data_dir,
             source,
@@ -182,7 +185,7 @@ impl QueueService {
             epoch = membership.epoch(),
             "queue role started"
         );
-        let peers = PeerClient::default();
+        let peers = PeerClient::with_dial_overrides(config.dial_overrides.clone());
         let service = Arc::new(QueueService {
             streams: Arc::new(StreamContext {
                 me: config.id,
@@ -355,7 +358,7 @@ impl QueueService {
             let addr = self.membership.addr(id)?;
             Some(async move {
                 self.peers
-                    .get::<ShardList>(&addr, paths::SHARDS, PEER_TIMEOUT)
+                    .get_json::<ShardList>(&addr, paths::SHARDS, PEER_TIMEOUT)
                     .await
             })
         });
@@ -475,7 +478,7 @@ impl QueueService {
             Some(async move {
                 let sent: Result<serde_json::Value, _> = self
                     .peers
-                    .post(&addr, paths::RING_ADOPT, state, PEER_TIMEOUT)
+                    .post_json(&addr, paths::RING_ADOPT, state, PEER_TIMEOUT)
                     .await;
                 if let Err(e) = sent {
                     tracing::info!(peer = id, error = %e, "could not send the new ring; it will learn it by ping");
@@ -535,7 +538,7 @@ impl QueueService {
             hops: hops + 1,
         };
         self.peers
-            .post(&addr, paths::OP, &request, timeout)
+            .post_json(&addr, paths::OP, &request, timeout)
             .await
             .map_err(peer_error)
     }
@@ -851,7 +854,7 @@ impl QueueService {
         };
         match self
             .peers
-            .post(&addr, paths::PREPARE, &request, PEER_TIMEOUT)
+            .post_json(&addr, paths::PREPARE, &request, PEER_TIMEOUT)
             .await
         {
             Ok(answer) => {
@@ -898,7 +901,7 @@ impl QueueService {
             };
             let answer: FetchResponse = self
                 .peers
-                .post(&addr, paths::FETCH, &request, PEER_TIMEOUT * 5)
+                .post_json(&addr, paths::FETCH, &request, PEER_TIMEOUT * 5)
                 .await
                 .map_err(peer_error)?;
             if let Some((at, snapshot)) = answer.snapshot {
@@ -1027,7 +1030,7 @@ impl QueueService {
             Some(async move {
                 let answer: Result<PingResponse, _> = self
                     .peers
-                    .get(&addr, paths::PING, self.config.ping_interval * 2)
+                    .get_json(&addr, paths::PING, self.config.ping_interval * 2)
                     .await;
                 (id, answer)
             })
@@ -1170,7 +1173,7 @@ impl QueueService {
         tokio::spawn(async move {
             let answer: Result<serde_json::Value, _> = service
                 .peers
-                .post(&addr, paths::TAKE_OVER, &request, ROUTE_PATIENCE)
+                .post_json(&addr, paths::TAKE_OVER, &request, ROUTE_PATIENCE)
                 .await;
             if let Err(e) = &answer {
                 tracing::debug!(shard = %request.shard, target, error = %e, "hand-off not done yet");
@@ -1207,7 +1210,7 @@ impl QueueService {
         };
         let Ok(OpResult::Info(info)) = self
             .peers
-            .post::<_, OpResult>(addr, paths::OP, &request, PEER_TIMEOUT)
+            .post_json::<_, OpResult>(addr, paths::OP, &request, PEER_TIMEOUT)
             .await
         else {
             return false;

@@ -190,7 +190,7 @@ impl Stream {
             let answer: Result<AppendResponse, PeerError> = self
                 .context
                 .peers
-                .post(&addr, paths::APPEND, &request, APPEND_TIMEOUT)
+                .post_json(&addr, paths::APPEND, &request, APPEND_TIMEOUT)
                 .await;
             match answer {
                 Ok(AppendResponse::Accepted { last }) => {

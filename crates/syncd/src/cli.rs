@@ -254,8 +254,8 @@ pub struct Tuning {
         default_value_t = 1_024
     )]
     pub max_concurrent_peer_requests: usize,
-    /// Fault injection for tests: `<addr>=<addr>,...` makes the lock role dial the second address whenever it
-    /// means the first (a fault-injecting proxy). Never set in production.
+    /// Fault injection for tests: `<addr>=<addr>,...` makes every role dial the second address whenever it means
+    /// the first (a fault-injecting proxy). Never set in production.
     #[arg(long, env = "SYNCD_FAULT_DIAL_MAP", hide = true, value_delimiter = ',')]
     pub fault_dial_map: Vec<DialOverride>,
 }

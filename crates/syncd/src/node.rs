@@ -87,12 +87,7 @@ impl Node {
             lock_config.heartbeat_ms = config.tuning.raft_heartbeat_ms;
             lock_config.election_timeout_ms = config.tuning.raft_election_timeout_ms;
             lock_config.snapshot_after_entries = config.tuning.snapshot_after_entries;
-            lock_config.dial_overrides = config
-                .tuning
-                .fault_dial_map
-                .iter()
-                .map(|o| (o.from.clone(), o.to.clone()))
-                .collect();
+            lock_config.dial_overrides = dial_overrides(&config);
             Some(LockService::start(lock_config).await?)
         } else {
             None
@@ -195,6 +190,16 @@ impl Node {
 }
 
 /// The queue role's configuration from the node's.
+/// The test-only `--fault-dial-map`, for every role's peer transport.
+fn dial_overrides(config: &NodeConfig) -> std::collections::BTreeMap<String, String> {
+    config
+        .tuning
+        .fault_dial_map
+        .iter()
+        .map(|o| (o.from.clone(), o.to.clone()))
+        .collect()
+}
+
 fn queue_config(config: &NodeConfig) -> anyhow::Result<QueueConfig> {
     let source = match &config.discovery {
         Some((pod_prefix, discovery)) => PeerSource::Dns {
@@ -213,6 +218,7 @@ fn queue_config(config: &NodeConfig) -> anyhow::Result<QueueConfig> {
         }
     };
     let mut queue = QueueConfig::new(config.id, config.data_dir.join("queues"), source);
+    queue.dial_overrides = dial_overrides(config);
     queue.replication_factor = config.replication_factor.max(1) as usize;
     queue.max_attempts = config.queue.queue_max_attempts;
     queue.fsync = match config.queue.queue_fsync {
@@ -242,6 +248,7 @@ fn cache_config(config: &NodeConfig) -> anyhow::Result<CacheConfig> {
     };
     let args = &config.cache;
     let mut cache = CacheConfig::new(config.id, source);
+    cache.dial_overrides = dial_overrides(config);
     cache.capacity = usize::try_from(args.cache_capacity).unwrap_or(usize::MAX);
     cache.home_capacity = match args.cache_home_capacity {
         0 => cache.capacity,

@@ -37,7 +37,7 @@ impl LockService {
         tokio::time::sleep(Duration::from_millis(self.config.election_timeout_ms * 2)).await;
         let asked = self
             .clients
-            .get(&addr)
+            .http(&addr)
             .post(self.clients.url(&addr, paths::ELECT))
             .timeout(Duration::from_secs(1))
             .send()

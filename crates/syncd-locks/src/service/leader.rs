@@ -104,7 +104,7 @@ impl LockService {
     ) -> Result<LeaderReply<T>, LockError> {
         let result = self
             .clients
-            .get(addr)
+            .http(addr)
             .post(self.clients.url(addr, path))
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .json(body)

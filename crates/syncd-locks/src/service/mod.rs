@@ -41,10 +41,12 @@ use syncd_api::status::LockRoleStatus;
 use syncd_lock_table::{Command, Outcome};
 use tokio::sync::watch;
 
+use syncd_peer::PeerClient;
+
 use crate::convert;
 use crate::error::LockError;
 use crate::log_store::LogStore;
-use crate::network::{PeerClients, PeerNetwork};
+use crate::network::PeerNetwork;
 use crate::state_machine::{LockStateMachine, SharedTable};
 use crate::types::{NodeId, Raft};
 
@@ -119,7 +121,7 @@ pub struct LockService {
     config: LockConfig,
     raft: Raft,
     table: Arc<SharedTable>,
-    clients: PeerClients,
+    clients: PeerClient,
     /// The vote and the log end this node started with; see [`Self::read_index_local`].
     restored: Restored,
     /// The log store's metadata (shared with raft's copy), for the rejoin marker.
@@ -181,7 +183,7 @@ impl LockService {
             ..Default::default()
         }
         .validate()?;
-        let clients = PeerClients::new(config.dial_overrides.clone());
+        let clients = PeerClient::with_dial_overrides(config.dial_overrides.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

@@ -14,8 +14,9 @@
 //!   is accepted (it can be placed after everything else, which is the same as not at all);
 //! - any other `fail`: it did not happen, and is left out.
 //!
-//! The search tries, at each step, every operation that may come next (invoked before every not yet placed
-//! definite operation completed), applies it to the model and checks its answer, and remembers each (placed set,
+//! The search tries, at each step, every operation that may come next (invoked before every not yet placed definite
+//! operation completed; an operation with an unknown outcome is skipped where it would change nothing, since it can
+//! always go last instead), applies it to the model and checks its answer, and remembers each (placed set,
 //! model state) it has seen. It is exponential in the worst case: `max_states` bounds it, and a lock whose search
 //! ran out is reported as undecided, never as an anomaly.
 
@@ -267,6 +268,11 @@ fn search(entries: &[Entry<'_>], max_states: usize) -> Search {
             }
             let (next, answer) = step(&state, &e.call);
             if e.seen != Seen::Anything && e.seen != answer {
+                continue;
+            }
+            // An operation with an unknown outcome that would change nothing here need not be placed here: placing
+            // it after everything else (where nothing observes it) is the same, and that is always possible.
+            if e.completed.is_none() && next == state {
                 continue;
             }
             let mut placed = placed.clone();

@@ -130,6 +130,16 @@ impl Reply {
     }
 }
 
+/// What a release came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Released {
+    Yes,
+    /// Refused: the owner did not hold it (or named a stale token).
+    No,
+    /// Unknown, or never sent.
+    Unknown,
+}
+
 /// What an acquire came to.
 enum Acquired {
     Granted(u64),
@@ -314,44 +324,35 @@ impl Client {
 
     /// Releases whatever `owner` holds on `lock` (no token); true when the answer is definite.
     async fn release_owner(&mut self, lock: &str, owner: &str) -> bool {
-        {
-            let op = Op::Release {
-                lock: lock.to_owned(),
-                owner: owner.to_owned(),
-                token: None,
-            };
-            let id = self.history.invoke(self.process, op);
-            let body = serde_json::json!({"owner": owner});
-            let reply = self
-                .call(
-                    reqwest::Method::POST,
-                    format!("/v1/locks/{lock}/release"),
-                    Some(body),
-                    CLIENT_PATIENCE,
-                )
-                .await;
-            let definite = !matches!(reply, Reply::Info(_) | Reply::Fail(_));
-            match reply {
-                Reply::Ok(_) => self.history.complete(id, Outcome::Ok(Value::Released)),
-                other => {
-                    if let Some(outcome) = other.outcome() {
-                        self.history.complete(id, outcome);
-                    }
-                }
-            }
-            definite
+        self.release_as(lock, owner, None).await != Released::Unknown
+    }
+
+    /// Releases the current owner's grant `token` on `lock`; this owner is done afterwards.
+    async fn release(&mut self, lock: &str, token: u64) {
+        let owner = self.owner();
+        let released = self.release_as(lock, &owner, Some(token)).await;
+        if released == Released::Unknown && self.profile == Profile::Linearizable {
+            // The release may not have happened: release it again later.
+            self.suspect(lock, &owner);
+        }
+        if released != Released::Yes {
+            // Not held any more (its lease ran out), a stale token, or unknown.
+            self.generation += 1;
         }
     }
 
-    async fn release(&mut self, lock: &str, token: u64) {
-        let owner = self.owner();
+    /// Releases `owner`'s hold on `lock`, naming `token` when given; records the call.
+    async fn release_as(&mut self, lock: &str, owner: &str, token: Option<u64>) -> Released {
         let op = Op::Release {
             lock: lock.to_owned(),
-            owner: owner.clone(),
-            token: Some(token),
+            owner: owner.to_owned(),
+            token,
         };
         let id = self.history.invoke(self.process, op);
-        let body = serde_json::json!({"owner": owner, "token": token});
+        let body = match token {
+            Some(token) => serde_json::json!({"owner": owner, "token": token}),
+            None => serde_json::json!({"owner": owner}),
+        };
         let reply = self
             .call(
                 reqwest::Method::POST,
@@ -360,21 +361,21 @@ impl Client {
                 CLIENT_PATIENCE,
             )
             .await;
+        let released = match reply {
+            Reply::Ok(_) => Released::Yes,
+            Reply::Refused { .. } => Released::No,
+            // Unknown, or never sent: the grant may still be held.
+            Reply::Info(_) | Reply::Fail(_) => Released::Unknown,
+        };
         match reply {
             Reply::Ok(_) => self.history.complete(id, Outcome::Ok(Value::Released)),
             other => {
-                // Not held any more (its lease ran out), a stale token, or unknown: this owner is done.
-                let maybe_held = matches!(other, Reply::Info(_) | Reply::Fail(_));
                 if let Some(outcome) = other.outcome() {
                     self.history.complete(id, outcome);
                 }
-                if maybe_held && self.profile == Profile::Linearizable {
-                    // The release may not have happened (unknown, or never sent): release it again later.
-                    self.suspect(lock, &owner);
-                }
-                self.generation += 1;
             }
         }
+        released
     }
 
     /// Remembers an owner that may still hold `lock` (at most the 16 most recent).

@@ -302,6 +302,25 @@ mod tests {
             .count()
     }
 
+    /// Polls `done` until it holds, failing the test after 10 s.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the kernel reports `pid` as stopped (state `T` in `/proc/<pid>/stat`).
+    fn pid_stopped(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") T ")
+    }
+
     fn pid_alive(pid: u32) -> bool {
         Path::new(&format!("/proc/{pid}")).exists()
             && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -344,10 +363,7 @@ mod tests {
         procs
             .spawn(3, "sh", ["-c", "echo last words; exit 7"], &[], &log)
             .unwrap();
-        let started = Instant::now();
-        while procs.is_running(3) && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("the child to exit", || !procs.is_running(3));
         let err = procs.assert_alive().unwrap_err().to_string();
         assert!(err.contains("node 3"), "{err}");
         assert!(err.contains("last words"), "{err}");
@@ -370,15 +386,7 @@ mod tests {
                 &log,
             )
             .unwrap();
-        let started = Instant::now();
-        while !procs.log(1).contains("value=42") {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{}",
-                procs.log(1)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("the child's output", || procs.log(1).contains("value=42"));
     }
 
     #[test]
@@ -387,22 +395,19 @@ mod tests {
         let procs = Procs::new();
         let log = dir.path().join("0.log");
         spawn_ticker(&procs, 0, &log);
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for("a first tick", || ticks(&log) > 0);
         procs.stop(0).unwrap();
         assert!(procs.is_stopped(0));
         assert!(procs.is_running(0));
-        // Let a tick already in flight land, then expect silence.
-        std::thread::sleep(Duration::from_millis(100));
+        // Once the kernel has stopped it, expect silence.
+        let pid = procs.pid(0).unwrap();
+        wait_for("the child to be stopped", || pid_stopped(pid));
         let frozen = ticks(&log);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(ticks(&log), frozen);
         procs.cont(0).unwrap();
         assert!(!procs.is_stopped(0));
-        let started = Instant::now();
-        while ticks(&log) <= frozen {
-            assert!(started.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("ticks after SIGCONT", || ticks(&log) > frozen);
         assert!(procs.stop(9).is_err());
     }
 
@@ -415,12 +420,16 @@ mod tests {
             .spawn(
                 0,
                 "sh",
-                ["-c", "trap 'exit 0' TERM; while true; do sleep 0.02; done"],
+                [
+                    "-c",
+                    "trap 'exit 0' TERM; echo ready; while true; do sleep 0.02; done",
+                ],
                 &[],
                 &log,
             )
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // SIGTERM only after the shell has set its trap.
+        wait_for("the trap", || procs.log(0).contains("ready"));
         procs.stop(0).unwrap();
         let status = procs.terminate(0, Duration::from_secs(10)).unwrap();
         assert!(status.success(), "{status}");

@@ -407,24 +407,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_holds_back_replies_already_in_flight() {
-        // A server that answers only after a while: the reply is produced while the link is cut.
+        // A server that answers only when told to: the reply is produced while the link is cut.
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let slow = listener.local_addr().unwrap().to_string();
+        let (received_tx, received) = tokio::sync::oneshot::channel();
+        let (answer, answer_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 4];
             stream.read_exact(&mut buf).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = received_tx.send(());
+            let _ = answer_rx.await;
             stream.write_all(&buf).await.unwrap();
-            // Keep the connection open.
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            // Keep the connection open until the test ends.
+            std::future::pending::<()>().await;
         });
         let addrs = BTreeMap::from([(0, echo_server().await), (1, slow)]);
         let mesh = Mesh::start(&addrs).await.unwrap();
         let mut stream = connect(&mesh, 0, 1).await;
         stream.write_all(b"ping").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        timeout(PATIENCE, received).await.unwrap().unwrap();
         mesh.cut(0, 1);
+        answer.send(()).unwrap();
         assert!(!read_exact_within(&mut stream, b"ping", Duration::from_millis(500)).await);
         mesh.heal_all();
         assert!(read_exact_within(&mut stream, b"ping", PATIENCE).await);

@@ -52,3 +52,12 @@ impl LockError {
         }
     }
 }
+
+impl From<syncd_raft::GroupError> for LockError {
+    fn from(e: syncd_raft::GroupError) -> Self {
+        match e {
+            syncd_raft::GroupError::Unavailable(m) => LockError::Unavailable(m),
+            syncd_raft::GroupError::Internal(m) => LockError::Internal(m),
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! The leader's lease ticker.
 
-use openraft::ServerState;
 use syncd_lock_table::Command;
 
-use super::leader::WriteReply;
+use syncd_raft::group::WriteReply;
+
 use super::{LockService, TICK_EVERY};
 
 /// On the leader, proposes a `Tick` whenever a lease or a wait is due, so expiry happens without other traffic.
@@ -18,15 +18,13 @@ pub(super) async fn tick_leases(service: std::sync::Weak<LockService>) {
         if service.is_stopping() {
             return;
         }
-        let leading = service.raft.metrics().borrow().state == ServerState::Leader;
-        let now = service.table.clock().now_ms(std::time::Instant::now());
-        let due = service
-            .table
-            .read(|t| t.next_deadline())
-            .is_some_and(|d| d <= now);
+        let group = service.group();
+        let leading = group.is_leader();
+        let now = group.shared().clock().now_ms(std::time::Instant::now());
+        let due = group.read(|t| t.next_deadline()).is_some_and(|d| d <= now);
         if leading
             && due
-            && let WriteReply::Unavailable { reason } = service.write_local(Command::Tick).await
+            && let WriteReply::Unavailable { reason } = group.write_local(Command::Tick).await
         {
             tracing::debug!(%reason, "lease tick not applied");
         }

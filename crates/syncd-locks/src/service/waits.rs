@@ -121,8 +121,8 @@ impl LockService {
             cancel: Some(cancel_of(name, &req.owner, request)),
         };
         let until = Instant::now() + Duration::from_millis(req.wait_ms) + WAIT_GRACE;
-        let mut applied = self.table.subscribe();
-        let mut stopping = self.stopping.subscribe();
+        let mut applied = self.group.shared().subscribe();
+        let mut stopping = self.group.stopping();
         loop {
             if *applied.borrow_and_update() >= index {
                 match self.wait_state(name, &req.owner, convert::mode_in(req.mode)) {
@@ -153,7 +153,8 @@ impl LockService {
         // the wait: the caller is still here), then report whatever the table decided first.
         guard.cancel = None;
         let (cancel_index, _) = self.propose(cancel_of(name, &req.owner, 0)).await?;
-        self.wait_applied(cancel_index, Instant::now() + QUORUM_WAIT)
+        self.group
+            .wait_applied(cancel_index, Instant::now() + QUORUM_WAIT)
             .await?;
         match self.wait_state(name, &req.owner, convert::mode_in(req.mode)) {
             WaitState::Granted(resp) => Ok(resp),
@@ -167,7 +168,7 @@ impl LockService {
         owner: &str,
         mode: syncd_lock_table::LockMode,
     ) -> WaitState {
-        self.table.read(|t| {
+        self.group.read(|t| {
             if let Some(hold) = t.holder(name, owner).filter(|h| h.mode == mode) {
                 WaitState::Granted(AcquireResponse {
                     name: name.to_owned(),

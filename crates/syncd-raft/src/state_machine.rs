@@ -1,6 +1,6 @@
-//! The raft state machine: the lock table, its snapshots, and a watch on the applied index.
+//! The raft state machine: a group's [`Machine`], its snapshots, and a watch on the applied index.
 //!
-//! The table lives in memory. Durability comes from the log plus snapshots: a snapshot is written to
+//! The machine lives in memory. Durability comes from the log plus snapshots: a snapshot is written to
 //! `snapshot.json` in the data directory (write to a temporary file, fsync, rename, fsync the directory) before
 //! openraft is told it exists, so openraft only purges log entries that a durable snapshot covers. On start the
 //! state machine loads that snapshot and openraft re-applies the committed log after it.
@@ -18,43 +18,64 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftSnapshotBuilder,
 };
 use serde::{Deserialize, Serialize};
-use syncd_lock_table::{LockTable, TableState};
 use tokio::sync::watch;
 
 use crate::clock::StampClock;
 use crate::log_store::io_err;
-use crate::types::{
-    Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::machine::Machine;
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, Types};
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 
 /// What a snapshot holds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotPayload {
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+struct SnapshotPayload<M: Machine> {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
-    table: TableState,
+    /// The machine's state (named `table` since the lock service's first snapshots).
+    table: M::Snapshot,
 }
 
 /// The snapshot file: metadata and payload together, so they can never disagree.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SnapshotFile {
+impl<M: Machine> Clone for SnapshotPayload<M> {
+    fn clone(&self) -> Self {
+        SnapshotPayload {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<M: Machine> Default for SnapshotPayload<M> {
+    fn default() -> Self {
+        SnapshotPayload {
+            last_applied: None,
+            last_membership: StoredMembership::default(),
+            table: M::Snapshot::default(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+struct SnapshotFile<M: Machine> {
     meta: SnapshotMeta,
-    payload: SnapshotPayload,
+    payload: SnapshotPayload<M>,
 }
 
 #[derive(Debug, Default)]
-struct Data {
+struct Data<M> {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
-    table: LockTable,
+    machine: M,
 }
 
-/// The part of the state machine the lock service reads: the table and the applied index.
+/// The part of the state machine a service reads: the machine and the applied index.
 #[derive(Debug)]
-pub struct SharedTable {
-    data: RwLock<Data>,
+pub struct Shared<M> {
+    data: RwLock<Data<M>>,
     applied: watch::Sender<u64>,
     current_snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
     snapshot_seq: Mutex<u64>,
@@ -63,11 +84,11 @@ pub struct SharedTable {
     clock: StampClock,
 }
 
-impl SharedTable {
-    /// Reads the table under the lock. Keep `f` short: apply waits for it.
-    pub fn read<R>(&self, f: impl FnOnce(&LockTable) -> R) -> R {
+impl<M> Shared<M> {
+    /// Reads the machine under the lock. Keep `f` short: apply waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
         let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
-        f(&data.table)
+        f(&data.machine)
     }
 
     /// The index of the last applied log entry (0 before any).
@@ -94,27 +115,36 @@ impl SharedTable {
     }
 }
 
-/// The state machine handed to openraft. Cheap to clone: clones share one table.
-#[derive(Debug, Clone)]
-pub struct LockStateMachine {
-    shared: Arc<SharedTable>,
+/// The state machine handed to openraft. Cheap to clone: clones share one machine.
+#[derive(Debug)]
+pub struct StateMachine<M> {
+    shared: Arc<Shared<M>>,
     dir: PathBuf,
 }
 
-impl LockStateMachine {
+impl<M> Clone for StateMachine<M> {
+    fn clone(&self) -> Self {
+        StateMachine {
+            shared: self.shared.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+impl<M: Machine> StateMachine<M> {
     /// Opens the state machine in `dir`, starting from the snapshot there, if any.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let path = dir.join(SNAPSHOT_FILE);
         let (data, current) = match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: SnapshotFile = serde_json::from_slice(&bytes)
+                let file: SnapshotFile<M> = serde_json::from_slice(&bytes)
                     .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
                 let encoded = serde_json::to_vec(&file.payload)
                     .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
                 let data = Data {
                     last_applied: file.payload.last_applied,
                     last_membership: file.payload.last_membership,
-                    table: LockTable::from_state(file.payload.table),
+                    machine: M::restore(file.payload.table),
                 };
                 (data, Some((file.meta, encoded)))
             }
@@ -123,9 +153,9 @@ impl LockStateMachine {
         };
         let applied = data.last_applied.map(|l| l.index).unwrap_or(0);
         // The time this node was down is unknown, so it counts for nothing: leases resume where they stopped.
-        let clock = StampClock::new(data.table.clock_ms(), std::time::Instant::now());
-        Ok(LockStateMachine {
-            shared: Arc::new(SharedTable {
+        let clock = StampClock::new(data.machine.clock_ms(), std::time::Instant::now());
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
                 data: RwLock::new(data),
                 applied: watch::Sender::new(applied),
                 current_snapshot: Mutex::new(current),
@@ -137,12 +167,12 @@ impl LockStateMachine {
         })
     }
 
-    /// The handle the lock service reads through.
-    pub fn shared(&self) -> Arc<SharedTable> {
+    /// The handle a service reads through.
+    pub fn shared(&self) -> Arc<Shared<M>> {
         self.shared.clone()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Data> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Data<M>> {
         self.shared
             .data
             .write()
@@ -155,7 +185,7 @@ impl LockStateMachine {
     /// leaving a node that cannot start.
     async fn persist(
         &self,
-        file: SnapshotFile,
+        file: SnapshotFile<M>,
         encoded: Vec<u8>,
     ) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
         let _one_at_a_time = self.shared.persisting.lock().await;
@@ -196,8 +226,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for LockStateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+impl<M: Machine> RaftSnapshotBuilder<Types<M>> for StateMachine<M> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<Types<M>>, StorageError> {
         let payload = {
             let data = self
                 .shared
@@ -207,7 +237,7 @@ impl RaftSnapshotBuilder<TypeConfig> for LockStateMachine {
             SnapshotPayload {
                 last_applied: data.last_applied,
                 last_membership: data.last_membership.clone(),
-                table: data.table.state().clone(),
+                table: data.machine.snapshot(),
             }
         };
         let seq = {
@@ -240,7 +270,7 @@ impl RaftSnapshotBuilder<TypeConfig> for LockStateMachine {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for LockStateMachine {
+impl<M: Machine> RaftStateMachine<Types<M>> for StateMachine<M> {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -252,9 +282,9 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
         Ok((data.last_applied, data.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<M::Outcome>>, StorageError>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
+        I: IntoIterator<Item = Entry<M>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
@@ -268,7 +298,7 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
                     EntryPayload::Blank => None,
                     EntryPayload::Normal(stamped) => {
                         latest_stamp = latest_stamp.max(Some(stamped.now_ms));
-                        Some(data.table.apply(stamped.now_ms, &stamped.command))
+                        Some(data.machine.apply(stamped.now_ms, &stamped.command))
                     }
                     EntryPayload::Membership(m) => {
                         data.last_membership = StoredMembership::new(Some(log_id), m);
@@ -279,7 +309,7 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
             }
             data.last_applied.map(|l| l.index).unwrap_or(0)
         };
-        // After the table's lock is released: the stamping path holds the clock while it reads the table.
+        // After the machine's lock is released: the stamping path holds the clock while it reads the machine.
         if let Some(stamp) = latest_stamp {
             self.shared.clock.observe(stamp, std::time::Instant::now());
         }
@@ -302,7 +332,7 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
     ) -> Result<(), StorageError> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let encoded = snapshot.into_inner();
-        let payload: SnapshotPayload = serde_json::from_slice(&encoded)
+        let payload: SnapshotPayload<M> = serde_json::from_slice(&encoded)
             .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
         // Persist first: once openraft hears the snapshot is installed it may purge the log it covers.
         self.persist(
@@ -317,10 +347,10 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
             let mut data = self.write();
             data.last_applied = payload.last_applied;
             data.last_membership = payload.last_membership;
-            data.table = LockTable::from_state(payload.table);
+            data.machine = M::restore(payload.table);
             (
                 data.last_applied.map(|l| l.index).unwrap_or(0),
-                data.table.clock_ms(),
+                data.machine.clock_ms(),
             )
         };
         self.shared
@@ -330,7 +360,7 @@ impl RaftStateMachine<TypeConfig> for LockStateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Types<M>>>, StorageError> {
         Ok(self
             .shared
             .current_snapshot()
@@ -348,11 +378,12 @@ mod tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
+    use crate::testing::Counter;
 
-    fn snapshot_at(index: u64) -> (SnapshotFile, Vec<u8>) {
+    fn snapshot_at(index: u64) -> (SnapshotFile<Counter>, Vec<u8>) {
         let payload = SnapshotPayload {
             last_applied: Some(LogId::new(CommittedLeaderId::new(1, 0), index)),
-            ..SnapshotPayload::default()
+            ..SnapshotPayload::<Counter>::default()
         };
         let meta = SnapshotMeta {
             last_log_id: payload.last_applied,
@@ -364,7 +395,7 @@ mod tests {
     }
 
     fn on_disk(dir: &Path) -> Option<u64> {
-        let file: SnapshotFile =
+        let file: SnapshotFile<Counter> =
             serde_json::from_slice(&std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap()).unwrap();
         file.meta.last_log_id.map(|l| l.index)
     }
@@ -374,14 +405,14 @@ mod tests {
     #[tokio::test]
     async fn an_older_snapshot_never_replaces_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
-        let sm = LockStateMachine::open(dir.path()).unwrap();
+        let sm = StateMachine::<Counter>::open(dir.path()).unwrap();
         let (newer, bytes) = snapshot_at(10);
         sm.persist(newer, bytes).await.unwrap();
         let (older, bytes) = snapshot_at(3);
         let (current, _) = sm.persist(older, bytes).await.unwrap();
         assert_eq!(current.last_log_id.map(|l| l.index), Some(10));
         assert_eq!(on_disk(dir.path()), Some(10));
-        let reopened = LockStateMachine::open(dir.path()).unwrap();
+        let reopened = StateMachine::<Counter>::open(dir.path()).unwrap();
         assert_eq!(reopened.shared.applied_index(), 10);
     }
 
@@ -389,7 +420,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_snapshot_writes_keep_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        let sm = LockStateMachine::open(dir.path()).unwrap();
+        let sm = StateMachine::<Counter>::open(dir.path()).unwrap();
         let tasks: Vec<_> = [7u64, 3, 19, 11, 2, 17, 5, 13, 23, 1, 29, 8]
             .into_iter()
             .map(|index| {

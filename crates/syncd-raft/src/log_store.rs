@@ -6,14 +6,15 @@
 //! a metadata table. The committed index is saved without an fsync of its own (the next append's commit persists
 //! it), so after a crash it can be older than writes that were acknowledged. Raft itself only needs it as a hint,
 //! but openraft restores a node that was leader as leader in its old term, and its read index would then be that
-//! stale value: the lock service raises the read barrier of such a leader to its whole log
-//! (`LockService::read_index_local`).
+//! stale value: the group raises the read barrier of such a leader to its whole log
+//! (`Group::read_index_local`).
 
 // openraft's storage traits fix `StorageError` (over 200 bytes) as the error type; boxing it here would only add
 // conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::machine::Machine;
+use crate::types::{Entry, LogId, NodeId, StorageError, Types};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -37,20 +39,30 @@ const KEY_INCARNATION: &str = "incarnation";
 const KEY_REJOIN_PENDING: &str = "rejoin_pending";
 const KEY_VOTES_TRUSTED: &str = "votes_trusted";
 
-/// The raft log store. Cheap to clone: clones share one database.
-#[derive(Clone)]
-pub struct LogStore {
+/// The raft log store of a group of machine `M`. Cheap to clone: clones share one database.
+pub struct LogStore<M> {
     db: Arc<Database>,
     incarnation: u64,
+    machine: PhantomData<fn() -> M>,
 }
 
-impl Debug for LogStore {
+impl<M> Clone for LogStore<M> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            incarnation: self.incarnation,
+            machine: PhantomData,
+        }
+    }
+}
+
+impl<M> Debug for LogStore<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
     }
 }
 
-impl LogStore {
+impl<M: Machine> LogStore<M> {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = Database::create(path).or_io(ErrorSubject::Store, ErrorVerb::Read)?;
@@ -64,19 +76,20 @@ impl LogStore {
                 .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
         }
         tx.commit().or_io(ErrorSubject::Store, ErrorVerb::Write)?;
-        let incarnation = match LogStore::read_meta::<u64>(&db, KEY_INCARNATION)? {
+        let incarnation = match read_meta::<u64>(&db, KEY_INCARNATION)? {
             Some(incarnation) => incarnation,
             None => {
                 let incarnation = new_incarnation();
                 // New storage: its votes are trusted only once the group has seen it (see `votes_trusted`).
-                LogStore::write_meta(&db, KEY_VOTES_TRUSTED, &false, Durability::Immediate)?;
-                LogStore::write_meta(&db, KEY_INCARNATION, &incarnation, Durability::Immediate)?;
+                write_meta(&db, KEY_VOTES_TRUSTED, &false, Durability::Immediate)?;
+                write_meta(&db, KEY_INCARNATION, &incarnation, Durability::Immediate)?;
                 incarnation
             }
         };
         Ok(LogStore {
             db: Arc::new(db),
             incarnation,
+            machine: PhantomData,
         })
     }
 
@@ -89,28 +102,24 @@ impl LogStore {
     /// Whether this storage's votes can be trusted: it is known to the group as this node's storage, not a
     /// replacement for a lost one whose votes it forgot. Storage made before this marker existed is trusted.
     pub fn votes_trusted(&self) -> Result<bool, StorageError> {
-        Ok(LogStore::read_meta::<bool>(&self.db, KEY_VOTES_TRUSTED)?.unwrap_or(true))
+        Ok(read_meta::<bool>(&self.db, KEY_VOTES_TRUSTED)?.unwrap_or(true))
     }
 
     /// Records (durably) that this storage's votes can be trusted.
     pub async fn trust_votes(&self) -> Result<(), StorageError> {
-        self.blocking(|db| {
-            LogStore::write_meta(db, KEY_VOTES_TRUSTED, &true, Durability::Immediate)
-        })
-        .await
+        self.blocking(|db| write_meta(db, KEY_VOTES_TRUSTED, &true, Durability::Immediate))
+            .await
     }
 
     /// Whether this node started rejoining the group after a disk loss and has not finished.
     pub fn rejoin_pending(&self) -> Result<bool, StorageError> {
-        Ok(LogStore::read_meta::<bool>(&self.db, KEY_REJOIN_PENDING)?.unwrap_or(false))
+        Ok(read_meta::<bool>(&self.db, KEY_REJOIN_PENDING)?.unwrap_or(false))
     }
 
     /// Records (durably) that a rejoin started or finished.
     pub async fn set_rejoin_pending(&self, pending: bool) -> Result<(), StorageError> {
-        self.blocking(move |db| {
-            LogStore::write_meta(db, KEY_REJOIN_PENDING, &pending, Durability::Immediate)
-        })
-        .await
+        self.blocking(move |db| write_meta(db, KEY_REJOIN_PENDING, &pending, Durability::Immediate))
+            .await
     }
 
     /// Runs a blocking database operation off the async workers: a commit waits for fsync.
@@ -124,50 +133,50 @@ impl LogStore {
             .await
             .or_io(ErrorSubject::Store, ErrorVerb::Write)?
     }
-
-    fn read_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StorageError> {
-        let tx = db
-            .begin_read()
-            .or_io(ErrorSubject::Store, ErrorVerb::Read)?;
-        let table = tx
-            .open_table(META)
-            .or_io(ErrorSubject::Store, ErrorVerb::Read)?;
-        let Some(raw) = table.get(key).or_io(ErrorSubject::Store, ErrorVerb::Read)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(raw.value())
-            .map(Some)
-            .or_io(ErrorSubject::Store, ErrorVerb::Read)
-    }
-
-    fn write_meta<T: Serialize>(
-        db: &Database,
-        key: &str,
-        value: &T,
-        durability: Durability,
-    ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).or_io(ErrorSubject::Store, ErrorVerb::Write)?;
-        let mut tx = db
-            .begin_write()
-            .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
-        tx.set_durability(durability);
-        {
-            let mut table = tx
-                .open_table(META)
-                .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
-            table
-                .insert(key, bytes.as_slice())
-                .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
-        }
-        tx.commit().or_io(ErrorSubject::Store, ErrorVerb::Write)
-    }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+fn read_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StorageError> {
+    let tx = db
+        .begin_read()
+        .or_io(ErrorSubject::Store, ErrorVerb::Read)?;
+    let table = tx
+        .open_table(META)
+        .or_io(ErrorSubject::Store, ErrorVerb::Read)?;
+    let Some(raw) = table.get(key).or_io(ErrorSubject::Store, ErrorVerb::Read)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(raw.value())
+        .map(Some)
+        .or_io(ErrorSubject::Store, ErrorVerb::Read)
+}
+
+fn write_meta<T: Serialize>(
+    db: &Database,
+    key: &str,
+    value: &T,
+    durability: Durability,
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(value).or_io(ErrorSubject::Store, ErrorVerb::Write)?;
+    let mut tx = db
+        .begin_write()
+        .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
+    tx.set_durability(durability);
+    {
+        let mut table = tx
+            .open_table(META)
+            .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
+        table
+            .insert(key, bytes.as_slice())
+            .or_io(ErrorSubject::Store, ErrorVerb::Write)?;
+    }
+    tx.commit().or_io(ErrorSubject::Store, ErrorVerb::Write)
+}
+
+impl<M: Machine> RaftLogReader<Types<M>> for LogStore<M> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry<M>>, StorageError> {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
         self.blocking(move |db| {
@@ -181,7 +190,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let mut out = Vec::new();
             for item in iter {
                 let (_, raw) = item.or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
-                let entry: Entry = serde_json::from_slice(raw.value())
+                let entry: Entry<M> = serde_json::from_slice(raw.value())
                     .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
                 out.push(entry);
             }
@@ -191,19 +200,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<M: Machine> RaftLogStorage<Types<M>> for LogStore<M> {
+    type LogReader = LogStore<M>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<Types<M>>, StorageError> {
         self.blocking(|db| {
-            let last_purged: Option<LogId> = LogStore::read_meta(db, KEY_PURGED)?;
+            let last_purged: Option<LogId> = read_meta(db, KEY_PURGED)?;
             let tx = db.begin_read().or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
             let table = tx
                 .open_table(LOGS)
                 .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
             let last = match table.last().or_io(ErrorSubject::Logs, ErrorVerb::Read)? {
                 Some((_, raw)) => {
-                    let entry: Entry = serde_json::from_slice(raw.value())
+                    let entry: Entry<M> = serde_json::from_slice(raw.value())
                         .or_io(ErrorSubject::Logs, ErrorVerb::Read)?;
                     Some(*entry.get_log_id())
                 }
@@ -223,12 +232,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let vote = *vote;
-        self.blocking(move |db| LogStore::write_meta(db, KEY_VOTE, &vote, Durability::Immediate))
+        self.blocking(move |db| write_meta(db, KEY_VOTE, &vote, Durability::Immediate))
             .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.blocking(|db| LogStore::read_meta(db, KEY_VOTE)).await
+        self.blocking(|db| read_meta(db, KEY_VOTE)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -237,23 +246,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // applying each commit, so an fsync here doubled the fsyncs per entry (measured with strace). The next
             // append's Immediate commit persists it. A stale value after a crash is safe for raft, and the read
             // path does not trust it (see the module doc).
-            LogStore::write_meta(db, KEY_COMMITTED, &committed, Durability::None)
+            write_meta(db, KEY_COMMITTED, &committed, Durability::None)
         })
         .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.blocking(|db| Ok(LogStore::read_meta::<Option<LogId>>(db, KEY_COMMITTED)?.flatten()))
+        self.blocking(|db| Ok(read_meta::<Option<LogId>>(db, KEY_COMMITTED)?.flatten()))
             .await
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: LogFlushed<Types<M>>,
     ) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
+        I: IntoIterator<Item = Entry<M>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();

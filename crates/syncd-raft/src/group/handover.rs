@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use tokio::time::{Instant, timeout_at};
 
-use super::LockService;
-use crate::network::paths;
+use super::Group;
+use crate::machine::Machine;
 use crate::types::NodeId;
 
-impl LockService {
+impl<M: Machine> Group<M> {
     /// Stops the node: with `hand_over`, a leader first hands leadership over ([`Self::hand_over`]); without it
     /// (the whole cluster is stopping) raft just stops.
     pub async fn shutdown(&self, hand_over: bool) {
@@ -38,7 +38,7 @@ impl LockService {
         let asked = self
             .clients
             .http(&addr)
-            .post(self.clients.url(&addr, paths::ELECT))
+            .post(self.clients.url(&addr, &self.paths.elect))
             .timeout(Duration::from_secs(1))
             .send()
             .await;
@@ -56,7 +56,7 @@ impl LockService {
         self.raft.runtime_config().elect(true);
         self.handing_over.send_replace(false);
         if handed {
-            tracing::info!(successor = id, "handed lock leadership over");
+            tracing::info!(group = %self.config.name, successor = id, "handed leadership over");
         } else {
             tracing::warn!(
                 successor = id,

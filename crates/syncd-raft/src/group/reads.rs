@@ -5,9 +5,8 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::time::{Instant, timeout_at};
 
 use super::leader::{LeaderReply, ReadIndexReply};
-use super::{LockService, QUORUM_WAIT, Restored};
-use crate::error::LockError;
-use crate::network::paths;
+use super::{Group, GroupError, QUORUM_WAIT, Restored};
+use crate::machine::Machine;
 use crate::types::NodeId;
 
 /// The index a linearizable read waits for, given what openraft answered and the leader's current vote.
@@ -24,12 +23,12 @@ pub(super) fn read_barrier(
     }
 }
 
-impl LockService {
+impl<M: Machine> Group<M> {
     /// Makes the next local read linearizable.
-    pub(super) async fn linearizable_read(&self) -> Result<(), LockError> {
+    pub async fn linearizable_read(&self) -> Result<(), GroupError> {
         let started = Instant::now();
         let index = self
-            .on_leader(paths::READ_INDEX, &(), QUORUM_WAIT, || {
+            .on_leader(&self.paths.read_index, &(), QUORUM_WAIT, || {
                 self.read_index_local()
             })
             .await?;
@@ -70,21 +69,18 @@ impl LockService {
         }
     }
 
-    pub(super) async fn wait_applied(
-        &self,
-        index: u64,
-        deadline: Instant,
-    ) -> Result<(), LockError> {
-        let mut applied = self.table.subscribe();
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), GroupError> {
+        let mut applied = self.shared.subscribe();
         loop {
             if *applied.borrow_and_update() >= index {
                 return Ok(());
             }
             match timeout_at(deadline, applied.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(LockError::Unavailable("shutting down".to_owned())),
+                Ok(Err(_)) => return Err(GroupError::Unavailable("shutting down".to_owned())),
                 Err(_) => {
-                    return Err(LockError::Unavailable(
+                    return Err(GroupError::Unavailable(
                         "this node is too far behind the leader".to_owned(),
                     ));
                 }

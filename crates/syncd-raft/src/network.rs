@@ -1,4 +1,4 @@
-//! The raft transport, client side: raft RPCs as JSON over HTTP to the peers' `/internal/raft/*` endpoints.
+//! The raft transport, client side: raft RPCs as JSON over HTTP to the peers' raft endpoints ([`Paths`]).
 //!
 //! The clients come from the shared peer transport (`syncd-peer`): one connection pool per peer address, kept for
 //! the life of the process so openraft's reconnects reuse warm connections. A refused or failed connection is reported as `Unreachable`, which
@@ -20,58 +20,97 @@ use serde::de::DeserializeOwned;
 
 use syncd_peer::PeerClient;
 
-use crate::types::{NodeId, TypeConfig};
+use std::marker::PhantomData;
+use std::sync::Arc;
 
-/// Paths of the raft endpoints, shared with [`crate::peer_api`].
-pub(crate) mod paths {
-    pub const APPEND: &str = "/internal/raft/append";
-    pub const VOTE: &str = "/internal/raft/vote";
-    pub const SNAPSHOT: &str = "/internal/raft/snapshot";
-    pub const ELECT: &str = "/internal/raft/elect";
+use crate::machine::Machine;
+use crate::types::{NodeId, Types};
+
+/// The endpoints of one group. Two groups in one process (the lock group and the queue control group) differ
+/// by their prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Raft's append-entries RPC.
+    pub append: String,
+    /// Raft's vote RPC.
+    pub vote: String,
+    /// Raft's install-snapshot RPC.
+    pub snapshot: String,
+    /// Campaign now (the old leader asks its successor during a hand-over).
+    pub elect: String,
     /// The pod's preStop hook (an HTTP GET): hand leadership over before the container is stopped.
-    pub const HAND_OVER: &str = "/internal/locks/hand-over";
-    pub const WRITE: &str = "/internal/locks/write";
-    pub const READ_INDEX: &str = "/internal/locks/read-index";
-    /// The operator's entry point: any node, forwarded to the leader.
-    pub const MEMBERSHIP: &str = "/internal/locks/membership";
+    pub hand_over: String,
+    /// Where followers forward a write: the leader only.
+    pub write: String,
+    /// Where followers ask for a read index: the leader only.
+    pub read_index: String,
+    /// The operator's entry point for membership changes: any node, forwarded to the leader.
+    pub membership: String,
     /// Where followers forward a membership change: the leader only.
-    pub const MEMBERSHIP_ON_LEADER: &str = "/internal/locks/membership/on-leader";
+    pub membership_on_leader: String,
 }
 
-/// Builds one [`PeerConnection`] per raft target.
-#[derive(Debug, Clone, Default)]
-pub struct PeerNetwork {
-    clients: PeerClient,
-}
-
-impl PeerNetwork {
-    /// A network that draws its HTTP clients from `clients`.
-    pub fn new(clients: PeerClient) -> Self {
-        PeerNetwork { clients }
+impl Paths {
+    /// The endpoints of a group whose raft RPCs live under `raft` and whose own calls under `group`.
+    pub fn new(raft: &str, group: &str) -> Paths {
+        Paths {
+            append: format!("{raft}/append"),
+            vote: format!("{raft}/vote"),
+            snapshot: format!("{raft}/snapshot"),
+            elect: format!("{raft}/elect"),
+            hand_over: format!("{group}/hand-over"),
+            write: format!("{group}/write"),
+            read_index: format!("{group}/read-index"),
+            membership: format!("{group}/membership"),
+            membership_on_leader: format!("{group}/membership/on-leader"),
+        }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
-    type Network = PeerConnection;
+/// Builds one [`PeerConnection`] per raft target.
+#[derive(Debug)]
+pub struct PeerNetwork<M> {
+    clients: PeerClient,
+    paths: Arc<Paths>,
+    machine: PhantomData<fn() -> M>,
+}
+
+impl<M> PeerNetwork<M> {
+    /// A network that draws its HTTP clients from `clients` and calls the endpoints `paths`.
+    pub fn new(clients: PeerClient, paths: Arc<Paths>) -> Self {
+        PeerNetwork {
+            clients,
+            paths,
+            machine: PhantomData,
+        }
+    }
+}
+
+impl<M: Machine> RaftNetworkFactory<Types<M>> for PeerNetwork<M> {
+    type Network = PeerConnection<M>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerConnection {
             target,
             base: self.clients.url(&node.addr, ""),
             client: self.clients.http(&node.addr),
+            paths: self.paths.clone(),
+            machine: PhantomData,
         }
     }
 }
 
 /// The raft RPC client for one peer.
 #[derive(Debug)]
-pub struct PeerConnection {
+pub struct PeerConnection<M> {
     target: NodeId,
     base: String,
     client: reqwest::Client,
+    paths: Arc<Paths>,
+    machine: PhantomData<fn() -> M>,
 }
 
-impl PeerConnection {
+impl<M> PeerConnection<M> {
     async fn call<Req, Resp, E>(
         &self,
         path: &str,
@@ -113,24 +152,24 @@ impl PeerConnection {
 #[error("peer answered HTTP {0}")]
 struct UnexpectedStatus(u16);
 
-impl RaftNetwork<TypeConfig> for PeerConnection {
+impl<M: Machine> RaftNetwork<Types<M>> for PeerConnection<M> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<Types<M>>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(paths::APPEND, &rpc, &option).await
+        self.call(&self.paths.append, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<Types<M>>,
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(paths::SNAPSHOT, &rpc, &option).await
+        self.call(&self.paths.snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -138,6 +177,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(paths::VOTE, &rpc, &option).await
+        self.call(&self.paths.vote, &rpc, &option).await
     }
 }

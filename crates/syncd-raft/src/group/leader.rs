@@ -8,12 +8,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use syncd_api::locks::MembershipChange;
-use syncd_lock_table::{Command, Outcome};
 use tokio::time::{Instant, timeout_at};
 
-use super::{LEARNER_CATCH_UP, LockService, MEMBERSHIP_WAIT, QUORUM_WAIT, wall_clock_ms};
-use crate::error::LockError;
-use crate::network::paths;
+use super::{Group, GroupError, LEARNER_CATCH_UP, MEMBERSHIP_WAIT, QUORUM_WAIT, wall_clock_ms};
+use crate::machine::Machine;
 use crate::types::{NodeId, Stamped};
 
 /// What the leader answers a call forwarded to it (a write, a read index, a membership change).
@@ -36,15 +34,15 @@ pub enum LeaderReply<T> {
 
 /// A committed and applied write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Written {
+pub struct Written<O> {
     /// Log index of the entry.
     pub index: u64,
     /// What the state machine answered.
-    pub outcome: Outcome,
+    pub outcome: O,
 }
 
 /// What a forwarded write answers.
-pub type WriteReply = LeaderReply<Written>;
+pub type WriteReply<O> = LeaderReply<Written<O>>;
 
 /// What a read-index request answers: the index a linearizable read must wait for.
 pub type ReadIndexReply = LeaderReply<u64>;
@@ -52,11 +50,12 @@ pub type ReadIndexReply = LeaderReply<u64>;
 /// What a membership change answers.
 pub type MembershipReply = LeaderReply<()>;
 
-impl LockService {
-    /// Proposes a command on the leader, forwarding it when this node is not the leader.
-    pub(super) async fn propose(&self, command: Command) -> Result<(u64, Outcome), LockError> {
-        let written = self
-            .on_leader(paths::WRITE, &command, QUORUM_WAIT, || {
+impl<M: Machine> Group<M> {
+    /// Proposes a command on the leader, forwarding it when this node is not the leader; answers the log index
+    /// and the outcome once applied on the leader.
+    pub async fn propose(&self, command: M::Command) -> Result<(u64, M::Outcome), GroupError> {
+        let written: Written<M::Outcome> = self
+            .on_leader(&self.paths.write, &command, QUORUM_WAIT, || {
                 self.write_local(command.clone())
             })
             .await?;
@@ -66,13 +65,13 @@ impl LockService {
     /// Runs a call on the leader: `local` when this node leads, else a POST of `body` to the leader's `path`.
     /// Retries (until `patience` runs out) only where the call certainly was not carried out: the target was not
     /// the leader, or the connection was refused.
-    pub(super) async fn on_leader<B, T, F, Fut>(
+    pub async fn on_leader<B, T, F, Fut>(
         &self,
         path: &str,
         body: &B,
         patience: Duration,
         local: F,
-    ) -> Result<T, LockError>
+    ) -> Result<T, GroupError>
     where
         B: Serialize,
         T: DeserializeOwned,
@@ -90,7 +89,7 @@ impl LockService {
             match reply {
                 LeaderReply::Ok(value) => return Ok(value),
                 LeaderReply::NotLeader { .. } => self.backoff(deadline).await?,
-                LeaderReply::Unavailable { reason } => return Err(LockError::Unavailable(reason)),
+                LeaderReply::Unavailable { reason } => return Err(GroupError::Unavailable(reason)),
             }
         }
     }
@@ -101,7 +100,7 @@ impl LockService {
         path: &str,
         body: &B,
         deadline: Instant,
-    ) -> Result<LeaderReply<T>, LockError> {
+    ) -> Result<LeaderReply<T>, GroupError> {
         let result = self
             .clients
             .http(addr)
@@ -113,27 +112,27 @@ impl LockService {
         match result {
             // Never sent: safe to try again once a leader is known.
             Err(e) if e.is_connect() => Ok(LeaderReply::NotLeader { leader: None }),
-            Err(e) => Err(LockError::Unavailable(format!(
+            Err(e) => Err(GroupError::Unavailable(format!(
                 "the leader did not answer ({e}); the outcome is unknown"
             ))),
             Ok(resp) => resp
                 .json::<LeaderReply<T>>()
                 .await
-                .map_err(|e| LockError::Unavailable(format!("bad answer from the leader: {e}"))),
+                .map_err(|e| GroupError::Unavailable(format!("bad answer from the leader: {e}"))),
         }
     }
 
     /// Proposes a command on this node, which must be the leader. Used by the peer endpoint and by [`Self::propose`].
-    pub async fn write_local(&self, command: Command) -> WriteReply {
+    pub async fn write_local(&self, command: M::Command) -> WriteReply<M::Outcome> {
         if *self.handing_over.borrow() {
             // Any append would renew the followers' view of this leader's lease and block the hand-over.
             return LeaderReply::NotLeader { leader: None };
         }
         let stamp = self
-            .table
+            .shared
             .clock()
             .stamp(wall_clock_ms(), std::time::Instant::now(), || {
-                self.log_fully_applied() && self.table.read(|t| t.next_deadline().is_none())
+                self.log_fully_applied() && self.shared.read(|m| m.quiet())
             });
         let stamped = Stamped {
             now_ms: stamp.ms,
@@ -162,18 +161,21 @@ impl LockService {
         }
     }
 
-    /// Whether every entry of this node's log is applied, so the table shows every lease the log holds.
-    pub(super) fn log_fully_applied(&self) -> bool {
+    /// Whether every entry of this node's log is applied, so the machine shows everything the log holds.
+    pub fn log_fully_applied(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.last_applied.map(|l| l.index) == m.last_log_index
     }
 
-    /// Changes the lock group's membership on the leader, forwarding when needed.
-    pub async fn change_membership(&self, change: &MembershipChange) -> Result<(), LockError> {
-        self.on_leader(paths::MEMBERSHIP_ON_LEADER, change, MEMBERSHIP_WAIT, || {
-            self.change_membership_local(change)
-        })
+    /// Changes the group's membership on the leader, forwarding when needed.
+    pub async fn change_membership(&self, change: &MembershipChange) -> Result<(), GroupError> {
+        self.on_leader(
+            &self.paths.membership_on_leader,
+            change,
+            MEMBERSHIP_WAIT,
+            || self.change_membership_local(change),
+        )
         .await
     }
 
@@ -211,10 +213,7 @@ impl LockService {
     }
 
     /// The current leader and its address, waiting (until `deadline`) for one to be known.
-    pub(super) async fn wait_leader(
-        &self,
-        deadline: Instant,
-    ) -> Result<(NodeId, String), LockError> {
+    pub async fn wait_leader(&self, deadline: Instant) -> Result<(NodeId, String), GroupError> {
         let mut metrics = self.raft.metrics();
         loop {
             let found = {
@@ -234,23 +233,25 @@ impl LockService {
             }
             match timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(LockError::Unavailable("raft stopped".to_owned())),
+                Ok(Err(_)) => return Err(GroupError::Unavailable("raft stopped".to_owned())),
                 Err(_) => {
-                    return Err(LockError::Unavailable(
-                        "the lock group has no leader (no quorum?)".to_owned(),
-                    ));
+                    return Err(GroupError::Unavailable(format!(
+                        "the {} group has no leader (no quorum?)",
+                        self.config.name
+                    )));
                 }
             }
         }
     }
 
     /// A short pause before asking again who the leader is, bounded by `deadline`.
-    pub(super) async fn backoff(&self, deadline: Instant) -> Result<(), LockError> {
+    pub(super) async fn backoff(&self, deadline: Instant) -> Result<(), GroupError> {
         let next = Instant::now() + Duration::from_millis(50);
         if next >= deadline {
-            return Err(LockError::Unavailable(
-                "the lock group has no stable leader".to_owned(),
-            ));
+            return Err(GroupError::Unavailable(format!(
+                "the {} group has no stable leader",
+                self.config.name
+            )));
         }
         tokio::time::sleep_until(next).await;
         Ok(())

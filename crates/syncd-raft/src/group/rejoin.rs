@@ -3,17 +3,19 @@
 use std::time::Duration;
 
 use syncd_api::locks::MembershipChange;
-use syncd_lock_table::{Command, Outcome};
 use tokio::time::Instant;
 
-use super::{LockService, QUORUM_WAIT};
-use crate::error::LockError;
+use super::{Group, GroupError, QUORUM_WAIT};
+use crate::machine::Machine;
 use crate::types::NodeId;
 
 /// Registers this node's storage incarnation with the group. When the group knew another incarnation for this id,
 /// the node lost its disk: its log and its vote are gone, which raft's guarantees do not allow of a voter, so it
 /// leaves the voters, comes back as a learner, and is promoted once it has caught up.
-pub(super) async fn register_incarnation(service: std::sync::Weak<LockService>, incarnation: u64) {
+pub(super) async fn register_incarnation<M: Machine>(
+    service: std::sync::Weak<Group<M>>,
+    incarnation: u64,
+) {
     let rejoin = loop {
         let Some(s) = service.upgrade() else {
             return;
@@ -21,12 +23,13 @@ pub(super) async fn register_incarnation(service: std::sync::Weak<LockService>, 
         if s.is_stopping() {
             return;
         }
-        let command = Command::RegisterNode {
-            id: s.config.id,
-            incarnation,
-        };
-        match s.propose(command).await {
-            Ok((index, Outcome::Registered { previous })) => {
+        let command = M::register(s.config.id, incarnation);
+        match s
+            .propose(command)
+            .await
+            .map(|(index, o)| (index, M::registered(&o), o))
+        {
+            Ok((index, Some(previous), _)) => {
                 let lost_disk = previous.is_some_and(|p| p != incarnation);
                 if lost_disk {
                     // Durably, so a restart in the middle of the rejoin neither votes nor forgets to finish.
@@ -61,7 +64,7 @@ pub(super) async fn register_incarnation(service: std::sync::Weak<LockService>, 
                 }
                 break None;
             }
-            Ok((_, other)) => {
+            Ok((_, None, other)) => {
                 tracing::error!(outcome = ?other, "unexpected answer to a node registration");
                 return;
             }
@@ -115,7 +118,7 @@ pub(super) async fn register_incarnation(service: std::sync::Weak<LockService>, 
     }
 }
 
-impl LockService {
+impl<M: Machine> Group<M> {
     /// Whether this node may grant a vote to a candidate whose log ends at `candidate_last_index`.
     ///
     /// Raft's safety rests on a voter remembering its vote for a term. A node that lost its disk forgot its votes,
@@ -130,14 +133,14 @@ impl LockService {
     }
 
     /// Records that this node's votes can be trusted from now on.
-    pub(super) async fn trust_votes(&self) -> Result<(), LockError> {
+    pub(super) async fn trust_votes(&self) -> Result<(), GroupError> {
         if *self.votes_trusted.borrow() {
             return Ok(());
         }
         self.log
             .trust_votes()
             .await
-            .map_err(|e| LockError::Internal(format!("could not record the vote marker: {e}")))?;
+            .map_err(|e| GroupError::Internal(format!("could not record the vote marker: {e}")))?;
         self.votes_trusted.send_replace(true);
         Ok(())
     }
@@ -150,7 +153,7 @@ impl LockService {
     }
 
     /// One step of a rejoin after disk loss; `Ok(true)` once this node is a voter again with a fresh log.
-    pub(super) async fn rejoin_step(&self, removed: &mut bool) -> Result<bool, LockError> {
+    pub(super) async fn rejoin_step(&self, removed: &mut bool) -> Result<bool, GroupError> {
         let me = self.config.id;
         let voters = self.voters();
         if !*removed {

@@ -81,8 +81,10 @@ impl ShardControl {
 }
 
 /// A change to the control state.
+///
+/// Externally tagged in JSON (the log format): serde cannot read integer map keys inside internally tagged enums.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "command")]
+#[serde(rename_all = "snake_case")]
 pub enum ControlCommand {
     /// The next ring.
     SetRing {
@@ -151,7 +153,7 @@ pub enum ControlCommand {
 
 /// What applying a [`ControlCommand`] answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
+#[serde(rename_all = "snake_case")]
 pub enum ControlOutcome {
     /// The ring now.
     Ring(RingSpec),

@@ -56,8 +56,6 @@ mod tests {
             },
             first_lsn: first,
             terms: terms.to_vec(),
-            synced: false,
-            exists: true,
         }
     }
 

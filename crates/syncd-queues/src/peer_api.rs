@@ -1,4 +1,4 @@
-//! The queue role's peer routes (`/internal/queues/...`, `/internal/ring`), server side.
+//! The queue role's peer routes (`/internal/queues/...`, `/internal/ring`, and the control group's), server side.
 //!
 //! Errors are problem+json with the same codes as the public API, so a forwarded operation's error reaches the
 //! client unchanged.
@@ -17,29 +17,26 @@ use syncd_api::Problem;
 use syncd_api::problem::PROBLEM_JSON;
 use syncd_api::queues::RingChange;
 
+use crate::control::{self, Heartbeat};
 use crate::error::QueueError;
 use crate::service::QueueService;
-use crate::wire::{
-    AppendRequest, FetchRequest, OpRequest, PrepareRequest, RingState, TakeOverRequest, paths,
-};
+use crate::wire::{AppendRequest, OpRequest, paths};
 
 /// Replication batches and forwarded batches of 1 MiB messages are far larger than one public call.
 const PEER_BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The peer routes of the queue role.
 pub fn router(service: Arc<QueueService>) -> Router {
+    let group = syncd_raft::routes::router(service.group().clone());
     Router::new()
-        .route(paths::PING, get(ping))
         .route(paths::APPEND, post(append))
-        .route(paths::PREPARE, post(prepare))
-        .route(paths::FETCH, post(fetch))
         .route(paths::OP, post(op))
-        .route(paths::TAKE_OVER, post(take_over))
         .route(paths::SHARDS, get(shards))
         .route(paths::RING, post(ring))
-        .route(paths::RING_ADOPT, post(ring_adopt))
+        .route(control::HEARTBEAT, post(heartbeat))
         .layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
         .with_state(service)
+        .merge(group)
 }
 
 type Svc = State<Arc<QueueService>>;
@@ -77,33 +74,16 @@ fn answer<T: serde::Serialize>(result: Result<T, QueueError>) -> Response {
     }
 }
 
-async fn ping(State(s): Svc) -> Response {
-    Json(s.on_ping()).into_response()
-}
-
 async fn append(State(s): Svc, Json(request): Json<AppendRequest>) -> Response {
     answer(detached(async move { s.on_append(request).await }).await)
 }
 
-async fn prepare(State(s): Svc, Json(request): Json<PrepareRequest>) -> Response {
-    answer(detached(async move { s.on_prepare(request).await }).await)
-}
-
-async fn fetch(State(s): Svc, Json(request): Json<FetchRequest>) -> Response {
-    answer(s.on_fetch(request).await)
+async fn heartbeat(State(s): Svc, Json(beat): Json<Heartbeat>) -> Response {
+    Json(s.on_heartbeat(beat).await).into_response()
 }
 
 async fn op(State(s): Svc, Json(request): Json<OpRequest>) -> Response {
     answer(detached(async move { s.on_op(request).await }).await)
-}
-
-async fn take_over(State(s): Svc, Json(request): Json<TakeOverRequest>) -> Response {
-    let id = s.id();
-    answer(
-        detached(async move { s.on_take_over(request).await })
-            .await
-            .map(|()| serde_json::json!({"owner": id})),
-    )
 }
 
 async fn shards(State(s): Svc) -> Response {
@@ -132,12 +112,5 @@ async fn ring(State(s): Svc, body: axum::body::Bytes) -> Response {
             request.addrs,
         )
         .await,
-    )
-}
-
-async fn ring_adopt(State(s): Svc, Json(state): Json<RingState>) -> Response {
-    answer(
-        s.on_ring_adopt(state)
-            .map(|adopted| serde_json::json!({"adopted": adopted})),
     )
 }

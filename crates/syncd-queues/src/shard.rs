@@ -1,9 +1,9 @@
-//! One queue shard on one node: its durable log, the delivery state rebuilt from it, its owner term and role.
+//! One queue shard on one node: its durable log, the delivery state rebuilt from it, and its role.
 //!
-//! The owner writes through [`Shard::write`]: plan records against the state, assign lsns, apply, queue them to
+//! The leader writes through [`Shard::write`]: plan records against the state, assign lsns, apply, queue them to
 //! the log (group commit) and to every replica stream, all under one short lock so log order is plan order; then,
-//! outside the lock, wait for the fsync and for every replica the owner counts as in sync. Replicas write through
-//! [`Shard::on_append`], serialized by the shard's gate.
+//! outside the lock, wait until the leader's high watermark covers them ([`crate::leading`]). Replicas write
+//! through [`Shard::on_append`], serialized by the shard's gate, and refuse epochs older than the newest they know.
 //!
 //! An fsync that fails is fatal for the process (the page cache state is unknown afterwards; retrying can
 //! report data durable that is not): the node aborts and recovers from what is on disk.
@@ -16,21 +16,15 @@ use syncd_queue_log::{Entry, LogOptions, ShardLog};
 use tokio::sync::Notify;
 
 use crate::error::QueueError;
-use crate::membership::persist;
-use crate::stream::{Progress, StreamHandle};
+use crate::leading::Leading;
 use crate::wire::{AppendRequest, AppendResponse, LogSummary, Position, WireEntry};
 
 /// What a node does for a shard.
 pub(crate) enum Role {
-    /// Holds a copy; accepts appends from the owner of the promised term.
+    /// Holds a copy; accepts appends of the newest epoch it knows (or a newer one).
     Follower,
-    /// Serves the shard in `term`, streaming to its replicas.
-    Owner {
-        /// The owner term.
-        term: u64,
-        /// One stream per other placement member.
-        streams: Vec<StreamHandle>,
-    },
+    /// Leads the shard in an epoch the control group gave it.
+    Leader(Arc<Leading>),
 }
 
 /// The mutable part of a shard.
@@ -43,14 +37,17 @@ pub(crate) struct Core {
     pub last: Position,
     /// `(first lsn, term)` runs, ascending (kept here for the same reason as `last`).
     pub terms: Vec<(u64, u64)>,
-    /// Highest term promised to a would-be owner (persisted before answering).
-    pub promised: u64,
+    /// The newest leader epoch this copy knows: appends of older ones are refused.
+    pub known_epoch: u64,
     pub role: Role,
-    /// This copy has every acknowledged entry (set by the owner's streams; false after a restart).
-    pub synced: bool,
 }
 
 impl Core {
+    /// Records an epoch marker the leader writes (see [`crate::leading::lead`]).
+    pub fn push_marker(&mut self, lsn: u64, term: u64) {
+        self.push_entry(lsn, term);
+    }
+
     fn push_entry(&mut self, lsn: u64, term: u64) {
         if self.terms.last().map(|(_, t)| *t) != Some(term) {
             self.terms.push((lsn, term));
@@ -58,12 +55,23 @@ impl Core {
         self.last = Position { term, lsn };
     }
 
-    /// The owner term, if this node owns the shard.
-    pub fn owner_term(&self) -> Option<u64> {
+    /// The leader state, if this node leads the shard.
+    pub fn leading(&self) -> Option<&Arc<Leading>> {
         match &self.role {
-            Role::Owner { term, .. } => Some(*term),
+            Role::Leader(leading) => Some(leading),
             Role::Follower => None,
         }
+    }
+
+    /// Stops leading (if leading), failing what waits for acknowledgements.
+    pub fn follow(&mut self) {
+        if self.leading().is_some() {
+            tracing::info!(epoch = self.known_epoch, "no longer leading a queue shard");
+        }
+        if let Role::Leader(leading) = &self.role {
+            leading.depose();
+        }
+        self.role = Role::Follower;
     }
 }
 
@@ -73,7 +81,7 @@ pub(crate) struct Shard {
     dir: PathBuf,
     pub log: ShardLog,
     core: Mutex<Core>,
-    /// Serializes replica appends, truncations and takeovers of this shard.
+    /// Serializes replica appends, truncations and the start of leading.
     pub gate: tokio::sync::Mutex<()>,
     /// Woken when a message may have become deliverable (long-polls wait on it).
     pub deliverable: Notify,
@@ -85,7 +93,7 @@ pub(crate) fn fatal(what: &str, error: &dyn std::fmt::Display) -> ! {
     std::process::abort()
 }
 
-fn to_entry(w: &WireEntry) -> Entry {
+pub(crate) fn to_entry(w: &WireEntry) -> Entry {
     Entry {
         lsn: w.lsn,
         term: w.term,
@@ -111,10 +119,6 @@ impl Shard {
         let log = ShardLog::open(dir.join("log"), options).map_err(|e| {
             QueueError::Internal(format!("cannot open the log of shard {name}: {e}"))
         })?;
-        let promised = match std::fs::read_to_string(dir.join("promised")) {
-            Ok(text) => text.trim().parse().unwrap_or(0),
-            Err(_) => 0,
-        };
         let shard = Shard {
             name: name.to_owned(),
             dir: dir.to_owned(),
@@ -123,9 +127,8 @@ impl Shard {
                 queue: ShardState::default(),
                 last: Position::default(),
                 terms: Vec::new(),
-                promised,
+                known_epoch: 0,
                 role: Role::Follower,
-                synced: false,
             }),
             gate: tokio::sync::Mutex::new(()),
             deliverable: Notify::new(),
@@ -149,6 +152,8 @@ impl Shard {
             core.queue.apply(wire.lsn, &wire.record);
             core.push_entry(wire.lsn, wire.term);
         }
+        // What a restart leaves is the log: its last entry's epoch is the newest this copy can be sure it knew.
+        core.known_epoch = core.known_epoch.max(core.last.term);
         Ok(())
     }
 
@@ -168,65 +173,26 @@ impl Shard {
             last: core.last,
             first_lsn: self.log.first_lsn().unwrap_or(0),
             terms: core.terms.clone(),
-            synced: core.synced,
-            exists: core.last.lsn > 0,
         }
     }
 
-    /// Raises the promised term to `term` durably; false if `term` is not above the current promise.
-    /// The caller holds the gate, so a promise never interleaves with a replica append.
-    pub async fn promise(&self, term: u64) -> Result<bool, QueueError> {
-        {
-            let mut core = self.lock();
-            if term <= core.promised {
-                return Ok(false);
-            }
-            core.promised = term;
-            if core.owner_term().is_some_and(|t| t < term) {
-                tracing::info!(shard = %self.name, term, "a newer owner asked for the shard; stepping down");
-                core.role = Role::Follower;
-            }
-        }
-        self.persist_promise().await?;
-        Ok(true)
-    }
-
-    async fn persist_promise(&self) -> Result<(), QueueError> {
-        let path = self.dir.join("promised");
-        let promised = self.lock().promised;
-        tokio::task::spawn_blocking(move || persist(&path, promised.to_string().as_bytes()))
-            .await
-            .map_err(|e| QueueError::Internal(e.to_string()))?
-            .map_err(|e| QueueError::Internal(format!("cannot persist the promised term: {e}")))
-    }
-
-    /// Stops owning if still owner in `term`: deposed (a replica follows a newer owner, so this copy may miss
-    /// what that owner acknowledged) or by choice (the ring changed the replicas; this copy still has everything).
-    pub fn step_down(&self, term: u64, deposed: bool) {
-        let mut core = self.lock();
-        if core.owner_term() == Some(term) {
-            tracing::info!(shard = %self.name, term, deposed, "no longer serving the shard");
-            core.role = Role::Follower;
-            core.synced = !deposed;
-        }
-    }
-
-    /// The owner's write path (see the module doc). `plan` returns the records to write (or an error, or nothing);
-    /// `after` computes the answer from the state right after they were applied, given the first record's lsn.
+    /// The leader's write path (see the module doc). `plan` returns the records to write (or an error, or
+    /// nothing); `after` computes the answer from the state right after they were applied, given the first
+    /// record's lsn.
     pub async fn write<T>(
         &self,
         plan: impl FnOnce(&ShardState) -> Result<Vec<Record>, QueueError>,
         after: impl FnOnce(&ShardState, u64, &[Record]) -> T,
     ) -> Result<T, QueueError> {
-        let (durable, waits, last, out) = {
+        let (leading, last, out) = {
             let mut core = self.lock();
-            let Role::Owner { term, .. } = &core.role else {
+            let Role::Leader(leading) = &core.role else {
                 return Err(QueueError::Unavailable(format!(
-                    "this node no longer serves queue {}; retry",
+                    "this node no longer leads queue {}; retry",
                     self.name
                 )));
             };
-            let term = *term;
+            let leading = leading.clone();
             let records = plan(&core.queue)?;
             if records.is_empty() {
                 return Ok(after(&core.queue, 0, &records));
@@ -237,72 +203,60 @@ impl Shard {
                 .enumerate()
                 .map(|(i, record)| WireEntry {
                     lsn: first + i as u64,
-                    term,
+                    term: leading.epoch,
                     record: record.clone(),
                 })
                 .collect();
             for entry in &wire {
                 core.queue.apply(entry.lsn, &entry.record);
-                core.push_entry(entry.lsn, term);
+                core.push_entry(entry.lsn, leading.epoch);
             }
+            let last = core.last.lsn;
             let durable = self.log.append(wire.iter().map(to_entry).collect());
-            let shared = Arc::new(wire);
-            let mut waits = Vec::new();
-            if let Role::Owner { streams, .. } = &core.role {
-                for stream in streams {
-                    stream.push(shared.clone());
-                    waits.push(stream.progress());
+            leading.appended(last, Arc::new(wire));
+            // Reported by a task of its own: a caller that goes away must not leave the high watermark behind.
+            let reporter = leading.clone();
+            tokio::spawn(async move {
+                if let Err(e) = durable.await {
+                    fatal("appending to a queue shard log", &e);
                 }
-            }
+                reporter.local_durable(last);
+            });
             let out = after(&core.queue, first, &records);
-            (durable, waits, core.last.lsn, out)
+            (leading, last, out)
         };
-        if let Err(e) = durable.await {
-            fatal("appending to a queue shard log", &e);
-        }
-        for mut progress in waits {
-            loop {
-                let now: Progress = *progress.borrow_and_update();
-                if now.acked >= last || !now.counted {
-                    break;
-                }
-                if progress.changed().await.is_err() {
-                    return Err(QueueError::Unavailable(format!(
-                        "queue {} changed owner during the write; it may or may not have been stored, retry",
-                        self.name
-                    )));
-                }
-            }
-        }
+        leading.acknowledged(last, &self.name).await?;
         Ok(out)
     }
 
-    /// A replica's side of the owner's stream.
-    pub async fn on_append(&self, req: AppendRequest) -> Result<AppendResponse, QueueError> {
+    /// A replica's side of the leader's stream. `control_epoch` is the shard's epoch in this node's control
+    /// state: an append of an older epoch is refused, whatever this copy's log shows.
+    pub async fn on_append(
+        &self,
+        req: AppendRequest,
+        control_epoch: u64,
+    ) -> Result<AppendResponse, QueueError> {
         let _gate = self.gate.lock().await;
         {
             let mut core = self.lock();
-            if req.term < core.promised {
+            core.known_epoch = core.known_epoch.max(control_epoch);
+            if req.epoch < core.known_epoch {
                 return Ok(AppendResponse::Stale {
-                    promised: core.promised,
+                    epoch: core.known_epoch,
                 });
             }
-            if core.owner_term().is_some_and(|t| t < req.term) {
-                core.role = Role::Follower;
+            if let Some(leading) = core.leading() {
+                if leading.epoch >= req.epoch {
+                    // Two leaders in one epoch cannot happen (the control group names one); refuse rather than
+                    // corrupt.
+                    return Ok(AppendResponse::Stale {
+                        epoch: core.known_epoch,
+                    });
+                }
+                tracing::info!(shard = %self.name, epoch = req.epoch, "a newer leader exists; following it");
+                core.follow();
             }
-            if core.owner_term().is_some() {
-                // Two owners in one term cannot happen (promises); refuse rather than corrupt.
-                return Ok(AppendResponse::Stale {
-                    promised: core.promised,
-                });
-            }
-        }
-        if self.promise(req.term).await? {
-            tracing::debug!(shard = %self.name, term = req.term, "following a new owner");
-        }
-        let promised = self.lock().promised;
-        if req.term < promised {
-            return Ok(AppendResponse::Stale { promised });
+            core.known_epoch = req.epoch;
         }
         if let Some(snapshot) = req.snapshot {
             self.install_snapshot(req.prev, snapshot).await?;
@@ -311,7 +265,6 @@ impl Shard {
             let matches = req.prev.lsn == 0
                 || crate::log_match::term_at(&summary, req.prev.lsn) == Some(req.prev.term);
             if !matches {
-                self.lock().synced = false;
                 return Ok(AppendResponse::Mismatch {
                     summary: self.summary(),
                 });
@@ -359,8 +312,6 @@ impl Shard {
         {
             fatal("appending to a replica log", &e);
         }
-        let mut core = self.lock();
-        core.synced = req.in_sync && core.last == sent_up_to;
         Ok(AppendResponse::Accepted { last: sent_up_to })
     }
 
@@ -399,26 +350,6 @@ impl Shard {
         self.reload()
     }
 
-    /// Appends entries fetched from a better copy during a takeover (the caller holds the gate).
-    pub async fn append_fetched(&self, entries: &[WireEntry]) -> Result<(), QueueError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let durable = {
-            let mut core = self.lock();
-            let durable = self.log.append(entries.iter().map(to_entry).collect());
-            for entry in entries {
-                core.queue.apply(entry.lsn, &entry.record);
-                core.push_entry(entry.lsn, entry.term);
-            }
-            durable
-        };
-        if let Err(e) = durable.await {
-            fatal("appending fetched entries", &e);
-        }
-        Ok(())
-    }
-
     /// Deletes log segments that hold only acknowledged messages.
     pub async fn purge(&self) {
         let below = {
@@ -431,6 +362,16 @@ impl Shard {
                 tracing::debug!(shard = %self.name, segments = n, "purged acknowledged segments")
             }
             Err(e) => tracing::warn!(shard = %self.name, error = %e, "purging segments failed"),
+        }
+    }
+}
+
+impl Shard {
+    /// Makes the shard a follower if `leading` is still its leadership.
+    pub fn step_down(&self, leading: &Arc<Leading>) {
+        let mut core = self.lock();
+        if core.leading().is_some_and(|l| Arc::ptr_eq(l, leading)) {
+            core.follow();
         }
     }
 }

@@ -1,29 +1,29 @@
-//! The owner's replication stream to one replica.
+//! The leader's replication stream to one replica.
 //!
-//! New entries arrive from the write path in lsn order and are sent as they come (before the owner's own fsync
+//! New entries arrive from the write path in lsn order and are sent as they come (before the leader's own fsync
 //! completes: the two run in parallel). When the replica is behind, diverged or was unreachable, the stream finds
-//! the match point ([`crate::log_match`]), sends what is missing from the owner's log on disk (or a snapshot
-//! when the owner already deleted those entries), and returns to live sending once it reaches the owner's tail.
+//! the match point ([`crate::log_match`]), sends what is missing from the leader's log on disk (or a snapshot
+//! when the leader already deleted those entries), and returns to live sending once it reaches the leader's tail.
 //!
-//! Progress is published on a watch channel: `acked` (durable on the replica up to this lsn) and `counted`
-//! (whether the owner's writes wait for this replica). A replica that fails a call stops being counted at once
-//! (the owner goes on with its live replicas) and is counted again only once it has caught up. The replica learns
-//! whether it is counted with every append, and only a counted copy may later take over without the others.
+//! Each answer reports the replica's durable position to the leader engine ([`crate::leading::Leading`]), which
+//! decides what is acknowledged and whether the replica is in sync; the stream itself decides nothing. A replica
+//! that knows a newer epoch ends the leadership.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::addrs::AddressBook;
+use crate::leading::Leading;
 use crate::log_match::{match_point, term_at};
-use crate::membership::Membership;
 use crate::peers::{PeerClient, PeerError};
 use crate::shard::{Shard, to_wire};
 use crate::wire::{AppendRequest, AppendResponse, Position, WireEntry, paths};
 
-/// How long one append call may take before the replica stops being counted.
+/// How long one append call may take before it is tried again.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Payload bytes kept in memory for a replica that is behind; beyond this they are read back from disk.
 const MAX_BUFFER_BYTES: usize = 64 << 20;
@@ -32,27 +32,16 @@ const MAX_BATCH: usize = 512;
 /// About the most payload bytes per append call.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// Where a replica stands, as the owner sees it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Progress {
-    /// Durable on the replica up to this lsn.
-    pub acked: u64,
-    /// The owner's writes wait for this replica.
-    pub counted: bool,
-}
-
 /// What every stream of a node shares.
 pub(crate) struct StreamContext {
     pub me: u64,
     pub peers: PeerClient,
-    pub membership: Arc<Membership>,
+    pub addrs: Arc<AddressBook>,
 }
 
 /// A running stream; dropping it stops the stream.
 pub(crate) struct StreamHandle {
-    pub peer: u64,
     tx: mpsc::UnboundedSender<Arc<Vec<WireEntry>>>,
-    progress: watch::Receiver<Progress>,
     task: JoinHandle<()>,
 }
 
@@ -67,69 +56,44 @@ impl StreamHandle {
     pub fn push(&self, entries: Arc<Vec<WireEntry>>) {
         let _ = self.tx.send(entries);
     }
-
-    /// A receiver of the replica's progress.
-    pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
-    }
-
-    /// The replica's progress now.
-    pub fn current(&self) -> Progress {
-        *self.progress.borrow()
-    }
 }
 
-/// Starts streaming `shard` (owned in `term`) to `peer`. `counted`: whether writes wait for it from the start
-/// (a replica that promised this term while in sync).
+/// Starts streaming `shard` to `peer` for `leading`.
 pub(crate) fn spawn(
     shard: Arc<Shard>,
     context: Arc<StreamContext>,
     peer: u64,
-    term: u64,
-    counted: bool,
+    leading: Arc<Leading>,
 ) -> StreamHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (progress_tx, progress) = watch::channel(Progress { acked: 0, counted });
     let task = tokio::spawn(
         Stream {
             shard,
             context,
             peer,
-            term,
+            leading,
             rx,
-            progress: progress_tx,
             buffer: VecDeque::new(),
             buffer_bytes: 0,
             known: None,
             snapshot_needed: false,
-            announce: false,
-            last_success: std::time::Instant::now(),
         }
         .run(),
     );
-    StreamHandle {
-        peer,
-        tx,
-        progress,
-        task,
-    }
+    StreamHandle { tx, task }
 }
 
 struct Stream {
     shard: Arc<Shard>,
     context: Arc<StreamContext>,
     peer: u64,
-    term: u64,
+    leading: Arc<Leading>,
     rx: mpsc::UnboundedReceiver<Arc<Vec<WireEntry>>>,
-    progress: watch::Sender<Progress>,
     buffer: VecDeque<WireEntry>,
     buffer_bytes: usize,
     /// The replica's last entry known to match ours.
     known: Option<Position>,
     snapshot_needed: bool,
-    /// The replica just became counted: tell it with an empty append.
-    announce: bool,
-    last_success: std::time::Instant,
 }
 
 enum Next {
@@ -142,9 +106,9 @@ enum Next {
 
 impl Stream {
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Duration::from_millis(20);
         loop {
-            if self.shard.lock().owner_term() != Some(self.term) {
+            if self.leading.is_deposed() {
                 return;
             }
             self.drain();
@@ -152,7 +116,6 @@ impl Stream {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!(shard = %self.shard.name, peer = self.peer, error = %e, "replication stream stalled");
-                    self.set_uncounted();
                     tokio::time::sleep(backoff).await;
                     continue;
                 }
@@ -160,16 +123,6 @@ impl Stream {
             let request = match next {
                 Next::Send(request) => request,
                 Next::Idle => {
-                    let newly = self.progress.send_if_modified(|p| {
-                        let changed = !p.counted;
-                        p.counted = true;
-                        changed
-                    });
-                    if newly {
-                        // Tell the replica now that it is counted, so an idle shard has an in-sync copy.
-                        self.announce = true;
-                        continue;
-                    }
                     match self.rx.recv().await {
                         Some(batch) => self.extend(&batch),
                         None => return,
@@ -182,8 +135,7 @@ impl Stream {
                     continue;
                 }
             };
-            let Some(addr) = self.context.membership.addr(self.peer) else {
-                self.set_uncounted();
+            let Some(addr) = self.context.addrs.addr(self.peer) else {
                 tokio::time::sleep(backoff).await;
                 continue;
             };
@@ -194,19 +146,12 @@ impl Stream {
                 .await;
             match answer {
                 Ok(AppendResponse::Accepted { last }) => {
-                    backoff = Duration::from_millis(50);
-                    self.last_success = std::time::Instant::now();
-                    self.context.membership.mark_seen(self.peer);
+                    backoff = Duration::from_millis(20);
                     self.snapshot_needed = false;
                     self.known = Some(last);
-                    self.progress.send_if_modified(|p| {
-                        let changed = p.acked != last.lsn;
-                        p.acked = last.lsn;
-                        changed
-                    });
+                    self.leading.peer_acked(self.peer, last.lsn);
                 }
                 Ok(AppendResponse::Mismatch { summary }) => {
-                    self.context.membership.mark_seen(self.peer);
                     let ours = self.shard.summary();
                     let m = match_point(&ours, &summary);
                     let first = ours.first_lsn.max(1);
@@ -220,38 +165,22 @@ impl Stream {
                         });
                     }
                 }
-                Ok(AppendResponse::Stale { promised }) => {
-                    tracing::info!(shard = %self.shard.name, peer = self.peer, promised, "replica follows a newer owner");
-                    self.shard.step_down(self.term, true);
+                Ok(AppendResponse::Stale { epoch }) => {
+                    tracing::info!(shard = %self.shard.name, peer = self.peer, epoch, "replica knows a newer epoch; stepping down");
+                    self.leading.depose();
+                    self.shard.step_down(&self.leading);
                     return;
                 }
                 Err(e) => {
-                    // A replica that is slow or briefly unreachable but not declared dead stays counted: writes
-                    // wait for it rather than being acknowledged without it while it still believes it is in sync.
-                    let membership = &self.context.membership;
-                    let given_up = !membership.alive(self.peer)
-                        || self.last_success.elapsed() > membership.failure_timeout();
-                    tracing::debug!(shard = %self.shard.name, peer = self.peer, error = %e, given_up, "replica call failed");
-                    if given_up {
-                        self.set_uncounted();
-                        self.known = None;
-                        self.clear_buffer();
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    // Slow or unreachable: try again (from a fresh probe). Whether writes go on without this
+                    // replica is the leader engine's decision, committed by the control group.
+                    tracing::debug!(shard = %self.shard.name, peer = self.peer, error = %e, "replica call failed");
+                    self.known = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
         }
-    }
-
-    fn set_uncounted(&self) {
-        self.progress.send_if_modified(|p| {
-            let changed = p.counted;
-            p.counted = false;
-            changed
-        });
     }
 
     fn extend(&mut self, batch: &[WireEntry]) {
@@ -291,11 +220,10 @@ impl Stream {
         AppendRequest {
             shard: self.shard.name.clone(),
             from: self.context.me,
-            term: self.term,
+            epoch: self.leading.epoch,
             prev,
             entries,
             snapshot: None,
-            in_sync: self.progress.borrow().counted,
         }
     }
 
@@ -319,10 +247,6 @@ impl Stream {
         };
         while self.buffer.front().is_some_and(|e| e.lsn <= known.lsn) {
             self.pop_front();
-        }
-        if self.announce {
-            self.announce = false;
-            return Ok(Next::Send(self.request(known, Vec::new())));
         }
         let owner_last = self.shard.lock().last;
         if known.lsn >= owner_last.lsn {

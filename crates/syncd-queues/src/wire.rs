@@ -1,6 +1,8 @@
-//! Bodies of the peer endpoints (`/internal/queues/...`): replication, takeover, forwarding and liveness.
+//! Bodies of the peer endpoints (`/internal/queues/...`): replication and forwarding. (The control group's
+//! endpoints are [`crate::control`]'s.)
 //!
-//! A log position is `(lsn, term)`; `(0, 0)` is the position before the first entry.
+//! A log position is `(lsn, term)`, where the term is the leader epoch that wrote the entry; `(0, 0)` is the
+//! position before the first entry.
 
 use serde::{Deserialize, Serialize};
 use syncd_api::queues::{QueueInfo, ReceiveRequest, ReceivedMessage};
@@ -9,24 +11,14 @@ use syncd_queue_core::{Record, Snapshot};
 /// Paths of the peer endpoints, shared by the client side ([`crate::peers`]) and the server side
 /// ([`crate::peer_api`]).
 pub mod paths {
-    /// Liveness and ring gossip.
-    pub const PING: &str = "/internal/queues/ping";
-    /// The owner's replication stream to a replica.
+    /// The leader's replication stream to a replica.
     pub const APPEND: &str = "/internal/queues/append";
-    /// A would-be owner asks a copy holder to promise a new term and describe its log.
-    pub const PREPARE: &str = "/internal/queues/prepare";
-    /// A would-be owner (or a lagging copy) reads entries from a copy holder.
-    pub const FETCH: &str = "/internal/queues/fetch";
-    /// Any node forwards a client operation to the acting owner.
+    /// Any node forwards a client operation to the shard's leader.
     pub const OP: &str = "/internal/queues/op";
-    /// Ask a node to become the acting owner of a shard now (ring hand-off).
-    pub const TAKE_OVER: &str = "/internal/queues/take-over";
     /// Shards a node stores.
     pub const SHARDS: &str = "/internal/queues/shards";
-    /// The next ring membership (operator, scripts, tests): any node, which then spreads it.
+    /// The next ring membership (operator, scripts, tests): any node, carried out by the control group.
     pub const RING: &str = "/internal/ring";
-    /// Where a node spreads an adopted ring.
-    pub const RING_ADOPT: &str = "/internal/ring/adopt";
 }
 
 /// One log entry on the wire.
@@ -34,7 +26,7 @@ pub mod paths {
 pub struct WireEntry {
     /// Log sequence number.
     pub lsn: u64,
-    /// Owner term that wrote it.
+    /// Leader epoch that wrote it.
     pub term: u64,
     /// The record.
     pub record: Record,
@@ -58,29 +50,23 @@ pub struct LogSummary {
     pub first_lsn: u64,
     /// `(first lsn, term)` of each run of entries written in one term, ascending.
     pub terms: Vec<(u64, u64)>,
-    /// Whether the holder knows it has every acknowledged entry (the owner counted it as in sync, or it is the owner).
-    pub synced: bool,
-    /// Whether it holds the shard at all.
-    pub exists: bool,
 }
 
-/// The owner's replication call.
+/// The leader's replication call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppendRequest {
     /// Shard (base queue name).
     pub shard: String,
-    /// The owner's node id.
+    /// The leader's node id.
     pub from: u64,
-    /// The owner's term.
-    pub term: u64,
+    /// The leader's epoch: a replica that knows a newer one refuses.
+    pub epoch: u64,
     /// The entry right before `entries` (or before the snapshot).
     pub prev: Position,
     /// Entries to append after `prev`.
     pub entries: Vec<WireEntry>,
     /// Replace everything with this snapshot at `prev` first (the entries the replica needs were purged).
     pub snapshot: Option<Snapshot>,
-    /// Whether the owner counts this replica as in sync (its 201s wait for it).
-    pub in_sync: bool,
 }
 
 /// A replica's answer to an append.
@@ -97,63 +83,14 @@ pub enum AppendResponse {
         /// The replica's log.
         summary: LogSummary,
     },
-    /// A newer owner exists: the caller must step down.
+    /// The replica knows a newer epoch: the caller no longer leads.
     Stale {
-        /// The highest term the replica has promised.
-        promised: u64,
+        /// The newest epoch the replica knows.
+        epoch: u64,
     },
 }
 
-/// A would-be owner's promise request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrepareRequest {
-    /// Shard.
-    pub shard: String,
-    /// Would-be owner.
-    pub from: u64,
-    /// The term it will own in.
-    pub term: u64,
-}
-
-/// Answer to a prepare.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "result")]
-pub enum PrepareResponse {
-    /// Promised: nothing from an older term is accepted any more.
-    Promised {
-        /// The holder's log.
-        summary: LogSummary,
-    },
-    /// Already promised `promised` >= the asked term.
-    Rejected {
-        /// The highest term promised.
-        promised: u64,
-    },
-}
-
-/// Read entries from a copy holder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FetchRequest {
-    /// Shard.
-    pub shard: String,
-    /// First lsn wanted.
-    pub from: u64,
-    /// Stop after about this many bytes.
-    pub max_bytes: usize,
-}
-
-/// Entries, or a snapshot when `from` was purged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FetchResponse {
-    /// The state at `snapshot_at` replaces everything before the entries.
-    pub snapshot: Option<(Position, Snapshot)>,
-    /// Entries from `from` (or after the snapshot), ascending.
-    pub entries: Vec<WireEntry>,
-    /// The holder's last entry.
-    pub last: Position,
-}
-
-/// A client operation, forwarded to the acting owner.
+/// A client operation, forwarded to the shard's leader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum Op {
@@ -227,41 +164,6 @@ pub struct OpRequest {
     pub op: Op,
     /// How many nodes forwarded it already (loops end in 503).
     pub hops: u32,
-}
-
-/// Ask a node to take a shard over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TakeOverRequest {
-    /// Shard.
-    pub shard: String,
-    /// The ring epoch the caller acts on.
-    pub epoch: u64,
-}
-
-/// The ring as nodes exchange it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RingState {
-    /// Membership epoch.
-    pub epoch: u64,
-    /// Member ids.
-    pub members: Vec<u64>,
-    /// Virtual nodes per member.
-    pub vnodes: u32,
-    /// Addresses of members not in the static peer list (static mode only).
-    #[serde(default)]
-    pub addrs: std::collections::BTreeMap<u64, String>,
-    /// The previous membership, kept so a new owner also asks the old copy holders for data.
-    #[serde(default)]
-    pub previous: Vec<u64>,
-}
-
-/// A ping answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PingResponse {
-    /// The answering node.
-    pub id: u64,
-    /// Its ring, if formed.
-    pub ring: Option<RingState>,
 }
 
 /// Shards a node stores.

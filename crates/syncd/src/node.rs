@@ -229,6 +229,8 @@ fn queue_config(config: &NodeConfig) -> anyhow::Result<QueueConfig> {
     };
     queue.failure_timeout = Duration::from_millis(config.queue.queue_failure_timeout_ms);
     queue.ping_interval = Duration::from_millis(config.queue.queue_ping_interval_ms.max(10));
+    queue.raft_heartbeat_ms = config.tuning.raft_heartbeat_ms;
+    queue.raft_election_timeout_ms = config.tuning.raft_election_timeout_ms;
     Ok(queue)
 }
 

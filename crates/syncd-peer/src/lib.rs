@@ -3,8 +3,9 @@
 //!
 //! - One `reqwest` client (one connection pool) per peer address, kept for the life of the process, so calls reuse
 //!   warm connections; short connect timeouts, `TCP_NODELAY`.
-//! - JSON calls whose failures are decoded into [`PeerError`]: a problem+json answer keeps its code, anything else
-//!   (no connection, no answer in time, an unreadable answer) is [`PeerError::Unreachable`].
+//! - JSON calls whose failures are decoded into [`PeerError`]: a problem+json answer keeps its code; no connection
+//!   is [`PeerError::Unreachable`] (the call was certainly not carried out); a call sent but not answered (in time,
+//!   or readably) is [`PeerError::NoAnswer`] (it may have been carried out).
 //! - Binary frames for the cache's protocol messages.
 //! - Fault injection for tests: `dial_overrides` make the node dial some peer addresses through others (the
 //!   partitioning proxy of `syncd-nemesis`). Production never sets them.
@@ -24,9 +25,12 @@ use syncd_api::{ErrorCode, Problem};
 /// Why a peer call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
-    /// No connection, no answer in time, or an unreadable answer: treat the peer as down for this call.
+    /// No connection: the call was not carried out; treat the peer as down for this call.
     #[error("{0}")]
     Unreachable(String),
+    /// Sent, but no answer in time or no readable answer: the call may or may not have been carried out.
+    #[error("{0}")]
+    NoAnswer(String),
     /// The peer answered with a problem.
     #[error("{code:?}: {detail}")]
     Problem {
@@ -90,7 +94,7 @@ impl PeerClient {
             .json(body);
         let bytes = answer(request.send().await).await?;
         serde_json::from_slice(&bytes)
-            .map_err(|e| PeerError::Unreachable(format!("unreadable answer: {e}")))
+            .map_err(|e| PeerError::NoAnswer(format!("unreadable answer: {e}")))
     }
 
     /// GETs `path` on `addr` and decodes the JSON answer.
@@ -103,7 +107,7 @@ impl PeerClient {
         let request = self.http(addr).get(self.url(addr, path)).timeout(timeout);
         let bytes = answer(request.send().await).await?;
         serde_json::from_slice(&bytes)
-            .map_err(|e| PeerError::Unreachable(format!("unreadable answer: {e}")))
+            .map_err(|e| PeerError::NoAnswer(format!("unreadable answer: {e}")))
     }
 
     /// POSTs a binary frame to `path` on `addr` and returns the answer frame.
@@ -126,12 +130,18 @@ impl PeerClient {
 
 /// The body of a successful answer, or the error it stands for.
 async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Bytes, PeerError> {
-    let response = sent.map_err(|e| PeerError::Unreachable(e.to_string()))?;
+    let response = sent.map_err(|e| {
+        if e.is_connect() {
+            PeerError::Unreachable(e.to_string())
+        } else {
+            PeerError::NoAnswer(e.to_string())
+        }
+    })?;
     let status = response.status();
     let bytes = response
         .bytes()
         .await
-        .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        .map_err(|e| PeerError::NoAnswer(e.to_string()))?;
     if status.is_success() {
         return Ok(bytes);
     }
@@ -140,7 +150,7 @@ async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Bytes
             code: problem.code,
             detail: problem.detail.unwrap_or_default(),
         }),
-        Err(_) => Err(PeerError::Unreachable(format!(
+        Err(_) => Err(PeerError::NoAnswer(format!(
             "answered {status} without a problem body: {}",
             String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
         ))),

@@ -67,7 +67,7 @@ async fn json_and_frames_round_trip_and_problems_keep_their_code() {
     );
     assert!(matches!(
         peers.get_json::<String>(&addr, "/bare", T).await,
-        Err(PeerError::Unreachable(_))
+        Err(PeerError::NoAnswer(_))
     ));
 }
 

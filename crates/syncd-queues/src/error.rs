@@ -14,9 +14,14 @@ pub enum QueueError {
     /// A message is over the size limit.
     #[error("{0}")]
     TooLarge(String),
-    /// No ring yet, the owner and every in-sync copy are unreachable, or a failover is in progress: retry.
+    /// No ring yet, no leader, or a failover is in progress; nothing was done: retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The outcome is unknown: the leader changed (or stopped answering) after the operation reached it, so it
+    /// may or may not have been carried out. Answered 504 `timeout`, and never retried inside the cluster: a
+    /// retried produce could store the message twice.
+    #[error("{0}")]
+    Indeterminate(String),
     /// A bug or an unexpected answer from a peer: logged, never shown in detail to clients.
     #[error("{0}")]
     Internal(String),
@@ -30,6 +35,7 @@ impl QueueError {
             QueueError::NotFound(_) => ErrorCode::NotFound,
             QueueError::TooLarge(_) => ErrorCode::TooLarge,
             QueueError::Unavailable(_) => ErrorCode::Unavailable,
+            QueueError::Indeterminate(_) => ErrorCode::Timeout,
             QueueError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -40,7 +46,8 @@ impl QueueError {
             ErrorCode::InvalidRequest => QueueError::Invalid(detail),
             ErrorCode::NotFound => QueueError::NotFound(detail),
             ErrorCode::TooLarge => QueueError::TooLarge(detail),
-            ErrorCode::Unavailable | ErrorCode::Timeout => QueueError::Unavailable(detail),
+            ErrorCode::Unavailable => QueueError::Unavailable(detail),
+            ErrorCode::Timeout => QueueError::Indeterminate(detail),
             _ => QueueError::Internal(detail),
         }
     }

@@ -94,8 +94,8 @@ impl Leading {
                 return Ok(());
             }
             if *deposed.borrow_and_update() {
-                return Err(QueueError::Unavailable(format!(
-                    "queue {shard} changed leader during the write; it may or may not have been stored, retry"
+                return Err(QueueError::Indeterminate(format!(
+                    "queue {shard} changed leader during the operation; it may or may not have been carried out"
                 )));
             }
             tokio::select! {
@@ -156,7 +156,9 @@ impl Leading {
 }
 
 fn gone(shard: &str) -> QueueError {
-    QueueError::Unavailable(format!("queue {shard}: its leader stopped; retry"))
+    QueueError::Indeterminate(format!(
+        "queue {shard}: its leader stopped during the operation; it may or may not have been carried out"
+    ))
 }
 
 /// Starts leading `shard` in `record.epoch`: writes the epoch's marker (a `Term` record), starts the engine and a

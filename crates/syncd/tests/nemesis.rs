@@ -12,5 +12,6 @@
 mod nemesis {
     pub mod cluster;
     mod locks;
+    mod queues;
     pub mod workload;
 }

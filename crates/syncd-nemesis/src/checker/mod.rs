@@ -3,9 +3,11 @@
 //!
 //! - [`locks`]: mutual exclusion, fencing tokens, reads of held locks, and liveness of the lock service.
 //! - [`linearizable`]: a linearizability search of the lock API against a sequential model.
+//! - [`queues`]: lost messages, undone acks and double visibility in a queue history.
 
 pub mod linearizable;
 pub mod locks;
+pub mod queues;
 
 use std::fmt;
 

@@ -167,7 +167,7 @@ impl QueueService {
                 RING_PATIENCE,
             )
             .await
-            .map_err(peer_error)
+            .map_err(|e| peer_error(e, false))
     }
 
     /// On the control group's leader: once no shard is moving, make the voters the ring's members.

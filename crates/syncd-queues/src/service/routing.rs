@@ -22,10 +22,18 @@ const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
 /// Forwards allowed before answering 503 (views of the control state differ for a moment during changes).
 pub(super) const MAX_HOPS: u32 = 2;
 
-pub(super) fn peer_error(e: PeerError) -> QueueError {
+/// A peer call's failure: not sent is retryable; sent but unanswered is an unknown outcome when the call
+/// changes state (`mutates`).
+pub(super) fn peer_error(e: PeerError, mutates: bool) -> QueueError {
     match e {
         PeerError::Unreachable(detail) => {
             QueueError::Unavailable(format!("peer unreachable: {detail}"))
+        }
+        PeerError::NoAnswer(detail) if mutates => QueueError::Indeterminate(format!(
+            "the shard's leader did not answer ({detail}); the operation may or may not have been carried out"
+        )),
+        PeerError::NoAnswer(detail) => {
+            QueueError::Unavailable(format!("peer did not answer: {detail}"))
         }
         PeerError::Problem { code, detail } => QueueError::from_code(code, detail),
     }
@@ -113,10 +121,11 @@ impl QueueService {
             op: op.clone(),
             hops: hops + 1,
         };
+        let mutates = !matches!(op, Op::Info { .. });
         self.peers
             .post_json(&addr, paths::OP, &request, timeout)
             .await
-            .map_err(peer_error)
+            .map_err(|e| peer_error(e, mutates))
     }
 
     /// The local shard, if this node leads it in the epoch of its current control record.

@@ -1,4 +1,4 @@
-//! A lock cluster wired for faults: every peer link goes through the proxy mesh, every node's wall clock and
+//! A lock or queue cluster wired for faults: every peer link goes through the proxy mesh, every node's wall clock and
 //! fsync can be bent, and the processes can be killed, stopped and restarted.
 
 use std::collections::BTreeMap;
@@ -74,7 +74,17 @@ impl Rng {
 }
 
 /// Three (or more) lock nodes whose peer links run through a fault-injecting proxy.
+/// Which role the cluster's nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// `--roles lock`.
+    Locks,
+    /// `--roles queue` with two copies of each shard.
+    Queues,
+}
+
 pub struct NemesisCluster {
+    roles: Roles,
     dir: TempDir,
     addrs: BTreeMap<u64, String>,
     /// The peer links.
@@ -88,6 +98,11 @@ pub struct NemesisCluster {
 impl NemesisCluster {
     /// Starts `n` lock nodes. Clock and disk faults are wired in when their tools are present.
     pub async fn start(n: u64) -> NemesisCluster {
+        Self::start_with(n, Roles::Locks).await
+    }
+
+    /// Starts `n` nodes of `roles`.
+    pub async fn start_with(n: u64, roles: Roles) -> NemesisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: BTreeMap<u64, String> = (0..n)
             .zip(free_ports(n as usize))
@@ -105,6 +120,7 @@ impl NemesisCluster {
             }
         }
         let cluster = NemesisCluster {
+            roles,
             dir,
             addrs,
             mesh,
@@ -153,7 +169,7 @@ impl NemesisCluster {
             .map(|(id, addr)| format!("{id}={addr}"))
             .collect::<Vec<_>>()
             .join(",");
-        let args = vec![
+        let mut args = vec![
             "serve".to_owned(),
             "--id".to_owned(),
             id.to_string(),
@@ -161,8 +177,6 @@ impl NemesisCluster {
             self.addrs[&id].clone(),
             "--data-dir".to_owned(),
             self.data_dir(id).display().to_string(),
-            "--roles".to_owned(),
-            "lock".to_owned(),
             "--peers".to_owned(),
             peers,
             "--raft-heartbeat-ms".to_owned(),
@@ -173,6 +187,22 @@ impl NemesisCluster {
             "--snapshot-after-entries".to_owned(),
             "500".to_owned(),
         ];
+        match self.roles {
+            Roles::Locks => args.extend(["--roles".to_owned(), "lock".to_owned()]),
+            Roles::Queues => args.extend(
+                [
+                    "--roles",
+                    "queue",
+                    "--replication-factor",
+                    "2",
+                    "--queue-ping-interval-ms",
+                    "100",
+                    "--queue-failure-timeout-ms",
+                    "1000",
+                ]
+                .map(str::to_owned),
+            ),
+        }
         let mut envs = vec![
             ("RUST_LOG".to_owned(), "info,openraft=warn".to_owned()),
             ("SYNCD_FAULT_DIAL_MAP".to_owned(), self.mesh.dial_map(id)),

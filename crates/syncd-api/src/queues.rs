@@ -25,6 +25,11 @@ pub const DLQ_SUFFIX: &str = ".dlq";
 pub struct NewMessage {
     /// The payload (text; encode binary as base64).
     pub body: String,
+    /// Optional deduplication key: a produce with a key the queue saw within the last 5 minutes stores nothing
+    /// and answers the first message's id (like SQS FIFO's `MessageDeduplicationId` or JetStream's `Nats-Msg-Id`),
+    /// so a producer can retry after an unknown outcome (a 504, a timeout) without a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_id: Option<String>,
 }
 
 /// `POST /v1/queues/{q}/messages`: one message or a batch.
@@ -46,11 +51,11 @@ pub struct Batch {
 }
 
 impl ProduceRequest {
-    /// The message bodies, in order.
-    pub fn into_bodies(self) -> Vec<String> {
+    /// The messages, in order.
+    pub fn into_messages(self) -> Vec<NewMessage> {
         match self {
-            ProduceRequest::One(m) => vec![m.body],
-            ProduceRequest::Batch(b) => b.messages.into_iter().map(|m| m.body).collect(),
+            ProduceRequest::One(m) => vec![m],
+            ProduceRequest::Batch(b) => b.messages,
         }
     }
 }
@@ -229,10 +234,11 @@ mod tests {
     #[test]
     fn produce_accepts_one_or_batch_and_nothing_else() {
         let one: ProduceRequest = serde_json::from_str(r#"{"body":"x"}"#).unwrap();
-        assert_eq!(one.into_bodies(), vec!["x"]);
+        assert_eq!(one.into_messages()[0].body, "x");
         let batch: ProduceRequest =
             serde_json::from_str(r#"{"messages":[{"body":"a"},{"body":"b"}]}"#).unwrap();
-        assert_eq!(batch.into_bodies(), vec!["a", "b"]);
+        let bodies: Vec<String> = batch.into_messages().into_iter().map(|m| m.body).collect();
+        assert_eq!(bodies, vec!["a", "b"]);
         assert!(serde_json::from_str::<ProduceRequest>(r#"{"bodi":"x"}"#).is_err());
         assert!(serde_json::from_str::<ProduceRequest>(r#"{"body":1}"#).is_err());
         assert!(serde_json::from_str::<ProduceRequest>(r#"{"body":"x","messages":[]}"#).is_err());

@@ -179,11 +179,32 @@ impl Client {
         Ok(())
     }
 
-    /// `POST /v1/queues/{queue}/messages` with one message: its id once it is durable on every live copy.
+    /// `POST /v1/queues/{queue}/messages` with one message: its id once it is durable on every in-sync copy.
     pub async fn produce(&self, queue: &str, body: &str) -> Result<String, ClientError> {
+        self.produce_once(queue, body, None).await
+    }
+
+    /// Like [`Self::produce`] with a deduplication key: retrying with the same key within 5 minutes stores
+    /// nothing more and answers the first message's id, so a producer can retry after an unknown outcome.
+    pub async fn produce_dedup(
+        &self,
+        queue: &str,
+        body: &str,
+        dedup_id: &str,
+    ) -> Result<String, ClientError> {
+        self.produce_once(queue, body, Some(dedup_id)).await
+    }
+
+    async fn produce_once(
+        &self,
+        queue: &str,
+        body: &str,
+        dedup_id: Option<&str>,
+    ) -> Result<String, ClientError> {
         let url = self.url(&["v1", "queues", queue, "messages"])?;
         let request = NewMessage {
             body: body.to_owned(),
+            dedup_id: dedup_id.map(str::to_owned),
         };
         let produced: ProducedOne = self
             .call(Method::POST, url, Some(&request), self.timeout)
@@ -201,7 +222,10 @@ impl Client {
         let request = Batch {
             messages: bodies
                 .iter()
-                .map(|body| NewMessage { body: body.clone() })
+                .map(|body| NewMessage {
+                    body: body.clone(),
+                    dedup_id: None,
+                })
                 .collect(),
         };
         let produced: ProducedBatch = self

@@ -34,8 +34,12 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use receipt::{ParseReceiptError, Receipt};
-pub use record::{DecodeError, Record, Snapshot, StoredMessage, decode, encode};
+pub use record::{DecodeError, Dedup, Record, Snapshot, StoredMessage, decode, encode};
 pub use state::{Delivered, ShardState};
+
+/// How long a produce's deduplication key is remembered: a produce with the same key within this window (by the
+/// leaders' wall clocks) stores nothing and answers the first message's id. Five minutes, as SQS FIFO queues.
+pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// A message id: the lsn of the message's `Enqueue` record.
 pub type MessageId = u64;

@@ -15,8 +15,12 @@ pub enum Record {
     Term,
     /// One message on the main lane; its id is this record's lsn.
     Enqueue {
-        /// The message body.
+        /// The payload.
         body: String,
+        /// The producer's deduplication key and the leader's clock when it wrote the record (absent in records
+        /// written without a key, and in every record older than the feature).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dedup: Option<Dedup>,
     },
     /// Deliver these messages of `lane` (from ready, or from in-flight whose visibility expired): each gets
     /// attempts += 1, delivery = this lsn, visible again at `deadline_ms`.
@@ -51,11 +55,23 @@ pub enum Record {
     Snapshot(Snapshot),
 }
 
-/// The whole state of a shard: every live message, in id order.
+/// A produce's deduplication key (see [`crate::DEDUP_WINDOW_MS`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dedup {
+    /// The producer's key.
+    pub key: String,
+    /// The leader's wall clock when it wrote the record, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The whole state of a shard: every live message, in id order, and the deduplication keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The live messages, in id order.
     pub messages: Vec<StoredMessage>,
+    /// Deduplication keys still in their window: `(key, message id, at_ms)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup: Vec<(String, MessageId, u64)>,
 }
 
 /// One live message as a snapshot holds it.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Record, Snapshot, StoredMessage};
-use crate::{Lane, MessageId, Receipt};
+use crate::record::{Dedup, Record, Snapshot, StoredMessage};
+use crate::{DEDUP_WINDOW_MS, Lane, MessageId, Receipt};
 
 /// Extra candidates a receive looks at beyond its `max`, for the ones it dead-letters instead of delivering.
 pub const DEAD_LETTER_SLACK: usize = 1024;
@@ -82,6 +82,10 @@ pub struct ShardState {
     messages: BTreeMap<MessageId, Message>,
     /// Indexed by [`slot`].
     lanes: [LaneIndex; 2],
+    /// Deduplication keys of recent produces: key -> (message id, at_ms).
+    dedup: BTreeMap<String, (MessageId, u64)>,
+    /// The same keys by age, for expiry.
+    dedup_by_age: BTreeSet<(u64, String)>,
 }
 
 impl ShardState {
@@ -101,7 +105,38 @@ impl ShardState {
             }
             state.lanes[slot(m.lane)].insert(m.id, m.delivery);
         }
+        for (key, id, at_ms) in &snapshot.dedup {
+            state.remember(key, *id, *at_ms);
+        }
         state
+    }
+
+    fn remember(&mut self, key: &str, id: MessageId, at_ms: u64) {
+        if let Some((_, old_at)) = self.dedup.insert(key.to_owned(), (id, at_ms)) {
+            self.dedup_by_age.remove(&(old_at, key.to_owned()));
+        }
+        self.dedup_by_age.insert((at_ms, key.to_owned()));
+    }
+
+    /// Forgets keys older than the window before `now_ms`.
+    fn expire_dedup(&mut self, now_ms: u64) {
+        let horizon = now_ms.saturating_sub(DEDUP_WINDOW_MS);
+        while let Some((at, key)) = self.dedup_by_age.first().cloned() {
+            if at >= horizon {
+                break;
+            }
+            self.dedup_by_age.remove(&(at, key.clone()));
+            self.dedup.remove(&key);
+        }
+    }
+
+    /// The message an earlier produce with deduplication key `key` created, if it is within the window at
+    /// `now_ms` (whether or not it was consumed since).
+    pub fn deduplicated(&self, key: &str, now_ms: u64) -> Option<MessageId> {
+        self.dedup
+            .get(key)
+            .filter(|(_, at)| at.saturating_add(DEDUP_WINDOW_MS) > now_ms)
+            .map(|(id, _)| *id)
     }
 
     /// Applies one record at `lsn`. Deterministic: the same records in the same order give the same state on every
@@ -113,7 +148,15 @@ impl ShardState {
     pub fn apply(&mut self, lsn: u64, record: &Record) {
         match record {
             Record::Term => {}
-            Record::Enqueue { body } => {
+            Record::Enqueue { body, dedup } => {
+                if let Some(Dedup { key, at_ms }) = dedup {
+                    self.expire_dedup(*at_ms);
+                    if self.deduplicated(key, *at_ms).is_some() {
+                        // A leader never writes this (it plans against the same state); a replay ignores it.
+                        return;
+                    }
+                    self.remember(key, lsn, *at_ms);
+                }
                 if let Entry::Vacant(slot_entry) = self.messages.entry(lsn) {
                     slot_entry.insert(Message {
                         lane: Lane::Main,
@@ -358,6 +401,11 @@ impl ShardState {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             messages: self.messages.iter().map(|(&id, m)| stored(id, m)).collect(),
+            dedup: self
+                .dedup
+                .iter()
+                .map(|(key, (id, at))| (key.clone(), *id, *at))
+                .collect(),
         }
     }
 

@@ -36,6 +36,7 @@ impl Owner {
     fn enqueue(&mut self, body: &str) -> MessageId {
         self.append(Record::Enqueue {
             body: body.to_owned(),
+            dedup: None,
         })
     }
 
@@ -139,7 +140,13 @@ fn enqueue_ids_are_lsns() {
         }
     );
     // The same lsn applied twice (a duplicate) changes nothing.
-    o.state.apply(id, &Record::Enqueue { body: "y".into() });
+    o.state.apply(
+        id,
+        &Record::Enqueue {
+            body: "y".into(),
+            dedup: None,
+        },
+    );
     assert_eq!(o.state.message(id).unwrap().body, "x");
     assert_eq!(o.state.len(), 1);
 }
@@ -565,6 +572,7 @@ fn snapshot_with_a_repeated_id_keeps_the_last_entry() {
     };
     let snap = Snapshot {
         messages: vec![m(Lane::Main, Some((9, 100))), m(Lane::Dead, None)],
+        dedup: Vec::new(),
     };
     let state = ShardState::from_snapshot(&snap);
     state.check_consistency().unwrap();
@@ -579,6 +587,14 @@ fn encode_decode_round_trip() {
     records.push(Record::Snapshot(o.state.snapshot()));
     records.push(Record::Enqueue {
         body: String::new(),
+        dedup: None,
+    });
+    records.push(Record::Enqueue {
+        body: "k".into(),
+        dedup: Some(crate::Dedup {
+            key: "order-7".into(),
+            at_ms: 42,
+        }),
     });
     records.push(Record::Ack {
         lane: Lane::Dead,
@@ -632,4 +648,64 @@ fn decoding_garbage_is_an_error() {
     }
     // The smallest valid payload, for contrast.
     assert_eq!(decode(b"\x01\"term\"").unwrap(), Record::Term);
+}
+
+fn keyed(body: &str, key: &str, at_ms: u64) -> Record {
+    Record::Enqueue {
+        body: body.into(),
+        dedup: Some(crate::Dedup {
+            key: key.into(),
+            at_ms,
+        }),
+    }
+}
+
+#[test]
+fn a_deduplication_key_is_remembered_for_the_window_and_survives_snapshots() {
+    use crate::DEDUP_WINDOW_MS;
+    let mut o = Owner::default();
+    let first = o.append(keyed("a", "k1", 1_000));
+    assert_eq!(o.state.deduplicated("k1", 1_000), Some(first));
+    assert_eq!(
+        o.state.deduplicated("k1", 1_000 + DEDUP_WINDOW_MS - 1),
+        Some(first)
+    );
+    assert_eq!(o.state.deduplicated("k1", 1_000 + DEDUP_WINDOW_MS), None);
+    assert_eq!(o.state.deduplicated("k2", 1_000), None);
+    // Consumed or not, the key still answers the first message within the window.
+    let snapshot = o.state.snapshot();
+    let restored = ShardState::from_snapshot(&snapshot);
+    assert_eq!(restored, o.state);
+    assert_eq!(restored.deduplicated("k1", 2_000), Some(first));
+    // A replayed duplicate within the window creates nothing; after it, the key is new again.
+    let before = o.state.len();
+    o.append(keyed("a", "k1", 2_000));
+    assert_eq!(o.state.len(), before);
+    let again = o.append(keyed("a", "k1", 1_000 + DEDUP_WINDOW_MS + 5));
+    assert_eq!(o.state.len(), before + 1);
+    assert_eq!(
+        o.state.deduplicated("k1", 1_000 + DEDUP_WINDOW_MS + 5),
+        Some(again)
+    );
+}
+
+#[test]
+fn records_without_a_deduplication_key_read_as_before() {
+    let old = br#"{"enqueue":{"body":"x"}}"#;
+    let mut bytes = vec![crate::record::FORMAT_VERSION];
+    bytes.extend_from_slice(old);
+    assert_eq!(
+        crate::decode(&bytes).unwrap(),
+        Record::Enqueue {
+            body: "x".into(),
+            dedup: None
+        }
+    );
+    assert_eq!(
+        crate::encode(&Record::Enqueue {
+            body: "x".into(),
+            dedup: None
+        }),
+        bytes
+    );
 }

@@ -413,7 +413,10 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             Op::Enqueue => {
                 let lsn = w.next_lsn;
                 w.enqueued.insert(lsn);
-                let id = w.append(Record::Enqueue { body: body(lsn) })?;
+                let id = w.append(Record::Enqueue {
+                    body: body(lsn),
+                    dedup: None,
+                })?;
                 prop_assert_eq!(id, lsn);
             }
             Op::Receive {

@@ -293,20 +293,26 @@ impl LeaderEngine {
         }
     }
 
-    /// The highest lsn durable on every member of the acknowledgement set; answers it if it moved.
+    /// The highest lsn durable on every member of the acknowledgement set; answers it if it moved. (On every
+    /// write and every replica answer, so it walks the sets without building the union.)
     fn advance(&mut self) -> Option<u64> {
+        let position = |id: &NodeId| {
+            if *id == self.me {
+                self.local_durable
+            } else {
+                self.peers.get(id).map_or(0, |p| p.acked)
+            }
+        };
+        let pending = self.pending.iter().flat_map(|p| p.isr.iter());
         let hw = self
-            .ack_set()
-            .into_iter()
-            .map(|id| {
-                if id == self.me {
-                    self.local_durable
-                } else {
-                    self.peers.get(&id).map_or(0, |p| p.acked)
-                }
-            })
+            .control
+            .isr
+            .iter()
+            .chain(pending)
+            .map(position)
             .min()
-            .unwrap_or(0);
+            .unwrap_or(self.local_durable)
+            .min(self.local_durable);
         if hw > self.high_watermark {
             self.high_watermark = hw;
             Some(hw)

@@ -2,12 +2,13 @@
 //! streams, and the high watermark writers wait on. The engine decides; this module carries its decisions out.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use syncd_queue_engine::control::{ControlCommand, ShardControl};
 use syncd_queue_engine::leader::{ControlVerdict, LeaderEngine, Start, Timing};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::error::QueueError;
 use crate::shard::{Role, Shard, fatal, to_entry};
@@ -15,13 +16,22 @@ use crate::stream::{self, StreamContext, StreamHandle};
 use crate::wire::WireEntry;
 use syncd_queue_core::Record;
 
+/// Writers waiting for their acknowledgement, by lsn: each is woken once, when the high watermark passes its lsn
+/// or the leadership ends (not every waiter on every move, which costs a wake-up per writer per group commit).
+#[derive(Default)]
+struct Waiters {
+    high_watermark: u64,
+    deposed: bool,
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<bool>>>,
+}
+
 /// One shard's leadership in one epoch.
 pub(crate) struct Leading {
     /// The epoch.
     pub epoch: u64,
     engine: Mutex<LeaderEngine>,
-    high_watermark: watch::Sender<u64>,
-    deposed: watch::Sender<bool>,
+    waiters: Mutex<Waiters>,
+    deposed: AtomicBool,
     streams: Mutex<BTreeMap<u64, StreamHandle>>,
     started: Instant,
 }
@@ -39,15 +49,23 @@ impl Leading {
         self.started.elapsed().as_millis() as u64
     }
 
+    fn waiters(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn publish(&self, moved: Option<u64>) {
-        if let Some(hw) = moved {
-            self.high_watermark.send_if_modified(|current| {
-                let newer = hw > *current;
-                if newer {
-                    *current = hw;
-                }
-                newer
-            });
+        let Some(hw) = moved else { return };
+        let done = {
+            let mut waiters = self.waiters();
+            if hw <= waiters.high_watermark {
+                return;
+            }
+            waiters.high_watermark = hw;
+            let later = waiters.waiting.split_off(&(hw + 1));
+            std::mem::replace(&mut waiters.waiting, later)
+        };
+        for sender in done.into_values().flatten() {
+            let _ = sender.send(true);
         }
     }
 
@@ -75,33 +93,43 @@ impl Leading {
 
     /// Whether this leadership ended.
     pub fn is_deposed(&self) -> bool {
-        *self.deposed.borrow()
+        self.deposed.load(Ordering::Relaxed)
     }
 
     /// Ends this leadership: streams stop, waiting writers fail.
     pub fn depose(&self) {
-        if !self.deposed.send_replace(true) {
-            self.streams().clear();
+        if self.deposed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.streams().clear();
+        let waiting = {
+            let mut waiters = self.waiters();
+            waiters.deposed = true;
+            std::mem::take(&mut waiters.waiting)
+        };
+        for sender in waiting.into_values().flatten() {
+            let _ = sender.send(false);
         }
     }
 
     /// Waits until `lsn` is acknowledged (the high watermark covers it) or the leadership ends.
     pub async fn acknowledged(&self, lsn: u64, shard: &str) -> Result<(), QueueError> {
-        let mut hw = self.high_watermark.subscribe();
-        let mut deposed = self.deposed.subscribe();
-        loop {
-            if *hw.borrow_and_update() >= lsn {
+        let receiver = {
+            let mut waiters = self.waiters();
+            if waiters.high_watermark >= lsn {
                 return Ok(());
             }
-            if *deposed.borrow_and_update() {
-                return Err(QueueError::Indeterminate(format!(
-                    "queue {shard} changed leader during the operation; it may or may not have been carried out"
-                )));
+            if waiters.deposed {
+                return Err(changed_leader(shard));
             }
-            tokio::select! {
-                changed = hw.changed() => if changed.is_err() { return Err(gone(shard)); },
-                changed = deposed.changed() => if changed.is_err() { return Err(gone(shard)); },
-            }
+            let (sender, receiver) = oneshot::channel();
+            waiters.waiting.entry(lsn).or_default().push(sender);
+            receiver
+        };
+        match receiver.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(changed_leader(shard)),
+            Err(_) => Err(gone(shard)),
         }
     }
 
@@ -153,6 +181,12 @@ impl Leading {
             });
         }
     }
+}
+
+fn changed_leader(shard: &str) -> QueueError {
+    QueueError::Indeterminate(format!(
+        "queue {shard} changed leader during the operation; it may or may not have been carried out"
+    ))
 }
 
 fn gone(shard: &str) -> QueueError {
@@ -210,8 +244,8 @@ pub(crate) async fn lead(
         let leading = Arc::new(Leading {
             epoch,
             engine: Mutex::new(engine),
-            high_watermark: watch::Sender::new(0),
-            deposed: watch::Sender::new(false),
+            waiters: Mutex::new(Waiters::default()),
+            deposed: AtomicBool::new(false),
             streams: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
         });

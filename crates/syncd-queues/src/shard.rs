@@ -367,6 +367,18 @@ impl Shard {
 }
 
 impl Shard {
+    /// Waits until `lsn` is acknowledged by this node's current leadership.
+    pub async fn acknowledged(&self, lsn: u64) -> Result<(), QueueError> {
+        let leading = self.lock().leading().cloned();
+        match leading {
+            Some(leading) => leading.acknowledged(lsn, &self.name).await,
+            None => Err(QueueError::Unavailable(format!(
+                "this node no longer leads queue {}; retry",
+                self.name
+            ))),
+        }
+    }
+
     /// Makes the shard a follower if `leading` is still its leadership.
     pub fn step_down(&self, leading: &Arc<Leading>) {
         let mut core = self.lock();

@@ -288,7 +288,7 @@ impl Stream {
 
 fn approximate_size(entry: &WireEntry) -> usize {
     match &entry.record {
-        syncd_queue_core::Record::Enqueue { body } => body.len() + 32,
+        syncd_queue_core::Record::Enqueue { body, .. } => body.len() + 32,
         _ => 64,
     }
 }

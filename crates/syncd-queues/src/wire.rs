@@ -98,6 +98,9 @@ pub enum Op {
     Produce {
         /// Bodies.
         bodies: Vec<String>,
+        /// Deduplication keys, one per body (empty: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dedup: Vec<Option<String>>,
     },
     /// Receive.
     Receive {

@@ -40,11 +40,14 @@ fn parse_receipts(receipts: &[String]) -> Result<Vec<Receipt>, QueueError> {
 }
 
 impl QueueService {
-    /// `POST /v1/queues/{q}/messages`.
+    /// `POST /v1/queues/{q}/messages`. `dedup` holds each body's deduplication key, if any (or is empty): a key
+    /// seen on the queue within [`syncd_queue_core::DEDUP_WINDOW_MS`] stores nothing and answers the first
+    /// message's id.
     pub async fn produce(
         &self,
         queue: &str,
         bodies: Vec<String>,
+        dedup: Vec<Option<String>>,
     ) -> Result<Vec<String>, QueueError> {
         let (shard, dead) = shard_of(queue);
         if dead {
@@ -52,7 +55,10 @@ impl QueueService {
                 "{queue} is a dead-letter queue; messages arrive there only after failing on {shard}"
             )));
         }
-        match self.execute(shard, Op::Produce { bodies }, 0).await? {
+        match self
+            .execute(shard, Op::Produce { bodies, dedup }, 0)
+            .await?
+        {
             OpResult::Produced { ids } => Ok(ids),
             other => Err(unexpected(&other)),
         }
@@ -152,24 +158,12 @@ impl QueueService {
     pub(super) async fn execute_local(&self, name: &str, op: Op) -> Result<OpResult, QueueError> {
         let shard = self.leading_shard(name)?;
         match op {
-            Op::Produce { bodies } => {
-                let ids = shard
-                    .write(
-                        |_| {
-                            Ok(bodies
-                                .into_iter()
-                                .map(|body| Record::Enqueue { body })
-                                .collect())
-                        },
-                        |_, first, records| {
-                            (first..first + records.len() as u64)
-                                .map(|id| id.to_string())
-                                .collect::<Vec<_>>()
-                        },
-                    )
-                    .await?;
+            Op::Produce { bodies, dedup } => {
+                let ids = produce_local(&shard, bodies, dedup).await?;
                 shard.deliverable.notify_waiters();
-                Ok(OpResult::Produced { ids })
+                Ok(OpResult::Produced {
+                    ids: ids.into_iter().map(|id| id.to_string()).collect(),
+                })
             }
             Op::Receive { dead, request } => {
                 let messages = self.receive_local(&shard, lane(dead), &request).await?;
@@ -281,6 +275,82 @@ impl QueueService {
             }
         }
     }
+}
+
+/// Where each produced body went: a new record (its index among the records written), or an earlier message with
+/// the same deduplication key.
+#[derive(Clone, Copy)]
+enum Placed {
+    New(u64),
+    Existing(u64),
+}
+
+/// Writes the bodies that are not duplicates and answers every body's message id, once each is acknowledged.
+async fn produce_local(
+    shard: &Shard,
+    bodies: Vec<String>,
+    dedup: Vec<Option<String>>,
+) -> Result<Vec<u64>, QueueError> {
+    let now = now_ms();
+    let placed = std::sync::Mutex::new(Vec::with_capacity(bodies.len()));
+    let ids = shard
+        .write(
+            |state| {
+                let mut placed = placed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut records = Vec::with_capacity(bodies.len());
+                let mut in_batch: std::collections::HashMap<&str, usize> =
+                    std::collections::HashMap::new();
+                for (i, body) in bodies.iter().enumerate() {
+                    let key = dedup.get(i).and_then(Option::as_deref);
+                    if let Some(key) = key {
+                        if let Some(id) = state.deduplicated(key, now) {
+                            placed.push(Placed::Existing(id));
+                            continue;
+                        }
+                        if let Some(earlier) = in_batch.get(key) {
+                            let same = placed[*earlier];
+                            placed.push(same);
+                            continue;
+                        }
+                        in_batch.insert(key, i);
+                    }
+                    placed.push(Placed::New(records.len() as u64));
+                    records.push(Record::Enqueue {
+                        body: body.clone(),
+                        dedup: key.map(|key| syncd_queue_core::Dedup {
+                            key: key.to_owned(),
+                            at_ms: now,
+                        }),
+                    });
+                }
+                Ok(records)
+            },
+            |_, first, _| {
+                placed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .map(|p| match p {
+                        Placed::New(j) => first + j,
+                        Placed::Existing(id) => *id,
+                    })
+                    .collect::<Vec<u64>>()
+            },
+        )
+        .await?;
+    // Only duplicates: answer once their first messages are acknowledged too (a write waited for its own records,
+    // which come after every earlier message).
+    let wrote = placed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|p| matches!(p, Placed::New(_)));
+    if !wrote && let Some(last) = ids.iter().copied().max() {
+        shard.acknowledged(last).await?;
+    }
+    Ok(ids)
 }
 
 /// Acks or nacks (`record` builds the one record) a batch of receipts, all or nothing: any receipt that is not a

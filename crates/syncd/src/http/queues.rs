@@ -62,39 +62,57 @@ pub fn routes<S: Clone + Send + Sync + 'static>(
 
 type Queues = State<QueueState>;
 
+/// Longest deduplication key a produce may carry.
+const MAX_DEDUP_ID_BYTES: usize = 256;
+
 async fn produce(
     State(s): Queues,
     ResourceName(name): ResourceName,
     ApiJson(request): ApiJson<ProduceRequest>,
 ) -> Result<Response, ApiError> {
     let single = matches!(request, ProduceRequest::One(_));
-    let bodies = request.into_bodies();
-    if bodies.is_empty() {
+    let messages = request.into_messages();
+    if messages.is_empty() {
         return Err(ApiError::invalid("messages is empty; send at least one"));
     }
-    if bodies.len() > MAX_BATCH {
+    if messages.len() > MAX_BATCH {
         return Err(ApiError::invalid(format!(
             "at most {MAX_BATCH} messages per call, got {}",
-            bodies.len()
+            messages.len()
         )));
     }
-    for (i, body) in bodies.iter().enumerate() {
-        if body.is_empty() {
+    for (i, m) in messages.iter().enumerate() {
+        if m.body.is_empty() {
             return Err(ApiError::invalid(format!("message {i} has an empty body")));
         }
-        if body.len() > s.limits.max_message_bytes {
+        if m.body.len() > s.limits.max_message_bytes {
             return Err(ApiError::new(
                 ErrorCode::TooLarge,
                 format!(
                     "message {i} is {} bytes; the limit is {}",
-                    body.len(),
+                    m.body.len(),
                     s.limits.max_message_bytes
                 ),
             ));
         }
+        if let Some(key) = &m.dedup_id
+            && (key.is_empty() || key.len() > MAX_DEDUP_ID_BYTES)
+        {
+            return Err(ApiError::invalid(format!(
+                "message {i}: dedup_id must be 1 to {MAX_DEDUP_ID_BYTES} bytes, got {}",
+                key.len()
+            )));
+        }
     }
+    let (bodies, dedup): (Vec<String>, Vec<Option<String>>) =
+        messages.into_iter().map(|m| (m.body, m.dedup_id)).unzip();
+    let dedup = if dedup.iter().all(Option::is_none) {
+        Vec::new()
+    } else {
+        dedup
+    };
     let queues = s.queues.clone();
-    let mut ids = detached(async move { queues.produce(&name, bodies).await }).await?;
+    let mut ids = detached(async move { queues.produce(&name, bodies, dedup).await }).await?;
     let response = if single {
         let id = ids.pop().unwrap_or_default();
         (StatusCode::CREATED, Json(ProducedOne { id })).into_response()

@@ -73,6 +73,50 @@ async fn drain(client: &Client, queue: &str) -> Vec<String> {
     bodies
 }
 
+/// A produce retried with the same deduplication key, through any node, stores one message and answers its id;
+/// after the leader fails over too (the keys are replicated with the messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deduplication_key_makes_a_retried_produce_store_once() {
+    let mut cluster = Cluster::start_queues(3, &[]);
+    ring_ready(&cluster).await;
+    let first = cluster
+        .client(0)
+        .produce_dedup("orders", "o-1", "order-1")
+        .await
+        .unwrap();
+    for id in 0..3 {
+        let again = cluster
+            .client(id)
+            .produce_dedup("orders", "o-1 (retry)", "order-1")
+            .await
+            .unwrap();
+        assert_eq!(again, first, "node {id}");
+    }
+    let other = cluster
+        .client(1)
+        .produce_dedup("orders", "o-2", "order-2")
+        .await
+        .unwrap();
+    assert_ne!(other, first);
+    let info = cluster.client(2).queue("orders").await.unwrap();
+    assert_eq!((info.ready, info.inflight), (2, 0));
+
+    // The leader dies: its successor remembers the keys.
+    cluster.kill(info.owner);
+    let survivor = cluster.running()[0];
+    let after = eventually("a produce after the failover", || async {
+        cluster
+            .client(survivor)
+            .produce_dedup("orders", "o-1 (after failover)", "order-1")
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(after, first);
+    let got = drain(&cluster.client(survivor), "orders").await;
+    assert_eq!(got, vec!["o-1".to_owned(), "o-2".to_owned()]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delivery_semantics_across_nodes() {
     let cluster = Cluster::start_queues(3, &["--queue-max-attempts", "2"]);

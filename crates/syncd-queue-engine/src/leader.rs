@@ -52,8 +52,10 @@ pub struct Start {
 struct Peer {
     /// Durable on the replica, and matching the leader's log, up to this lsn (0: not known yet).
     acked: u64,
-    /// When the replica last had everything the leader had written.
+    /// When the replica last caught up (see [`LeaderEngine::peer_acked`]).
     caught_up_at_ms: u64,
+    /// The leader's log end when the replica's previous answer arrived.
+    log_end_at_last_ack: u64,
 }
 
 /// An in-sync change proposed and not yet seen committed or superseded.
@@ -123,6 +125,7 @@ impl LeaderEngine {
                     Peer {
                         acked: 0,
                         caught_up_at_ms: now_ms,
+                        log_end_at_last_ack: 0,
                     },
                 )
             })
@@ -191,13 +194,18 @@ impl LeaderEngine {
 
     /// `peer` holds everything up to `lsn` durably (its answer to an append of this epoch); answers the new high
     /// watermark if it moved.
+    ///
+    /// A replica counts as caught up when an answer covers everything the leader had written when its previous
+    /// answer arrived (Kafka's rule): under steady load a healthy replica is always a batch behind the log end, and
+    /// must not look as if it lagged.
     pub fn peer_acked(&mut self, peer: NodeId, lsn: u64, now_ms: u64) -> Option<u64> {
         let log_end = self.log_end;
         let p = self.peers.get_mut(&peer)?;
         p.acked = p.acked.max(lsn);
-        if p.acked >= log_end {
+        if p.acked >= log_end || p.acked >= p.log_end_at_last_ack {
             p.caught_up_at_ms = now_ms;
         }
+        p.log_end_at_last_ack = log_end;
         self.advance()
     }
 
@@ -237,6 +245,7 @@ impl LeaderEngine {
                 self.peers.entry(*replica).or_insert(Peer {
                     acked: 0,
                     caught_up_at_ms: now_ms,
+                    log_end_at_last_ack: 0,
                 });
             }
         }

@@ -185,3 +185,31 @@ fn a_replica_added_by_a_ring_change_is_streamed_to_but_not_waited_for_until_in_s
     e.peer_acked(2, 11, 2);
     assert_eq!(e.peer_acked(3, 11, 2), Some(11));
 }
+
+#[test]
+fn a_replica_one_batch_behind_under_steady_load_is_not_lagging() {
+    let mut e = engine();
+    let mut lsn = 10;
+    // Every answer covers what the leader had when the previous answer came, never the current log end.
+    for round in 0..50u64 {
+        let now = round * 100;
+        let acked_up_to = lsn;
+        lsn += 5;
+        e.appended(lsn);
+        e.local_durable(lsn);
+        e.peer_acked(2, acked_up_to, now);
+        e.peer_acked(3, acked_up_to, now);
+        assert_eq!(
+            e.tick(now),
+            None,
+            "round {round}: a healthy replica proposed for removal"
+        );
+    }
+    // One that stops answering lags after the timeout.
+    e.appended(lsn + 1);
+    e.peer_acked(2, lsn, 5_000);
+    let proposal = e
+        .tick(4_900 + T.lag_timeout_ms + 1)
+        .expect("node 3 stopped answering");
+    assert!(matches!(proposal, ControlCommand::ChangeIsr { ref isr, .. } if *isr == set(&[1, 2])));
+}

@@ -476,3 +476,103 @@ async fn crashes_and_a_whole_cluster_restart() {
     })
     .await;
 }
+
+/// Waits (bounded) until node `id` answers `/readyz` with 200.
+async fn ready(cluster: &NemesisCluster, id: u64, patience: Duration) -> bool {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("http client");
+    let until = Instant::now() + patience;
+    while Instant::now() < until {
+        let answered = http
+            .get(format!("http://{}/readyz", cluster.addr(id)))
+            .send()
+            .await;
+        if answered.is_ok_and(|r| r.status().is_success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A rolling restart, as Kubernetes does one: each node in turn gets SIGTERM (it hands its shards to in-sync
+/// replicas, then exits), comes back, and is ready before the next one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts() {
+    scenario(
+        "queue rolling restarts",
+        |cluster, mut rng, deadline| async move {
+            while Instant::now() < deadline {
+                for id in cluster.ids() {
+                    let c = cluster.clone();
+                    let exit = tokio::task::spawn_blocking(move || {
+                        c.procs.terminate(id, Duration::from_secs(30))
+                    })
+                    .await
+                    .expect("terminate task");
+                    assert!(
+                        exit.as_ref().is_ok_and(|s| s.success()),
+                        "node {id} did not exit cleanly on SIGTERM: {exit:?}\n{}",
+                        cluster.logs()
+                    );
+                    cluster.restart(id);
+                    assert!(
+                        ready(&cluster, id, Duration::from_secs(30)).await,
+                        "node {id} not ready after a restart\n{}",
+                        cluster.logs()
+                    );
+                    pause(&mut rng, 500, 1_500, deadline + Duration::from_secs(60)).await;
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Slow fsync on a queue's leader (20-250 ms more per fsync) for a few seconds at a time, sometimes on every node,
+/// sometimes with the slow leader killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_disks_under_a_queue_leader() {
+    scenario(
+        "queue slow disks",
+        |cluster, mut rng, deadline| async move {
+            if !cluster.has_disk_faults() {
+                eprintln!(
+                    "no C compiler: the slow-fsync shim cannot be built; only the workload ran"
+                );
+                tokio::time::sleep_until(deadline.into()).await;
+                return;
+            }
+            while Instant::now() < deadline {
+                let delay = Duration::from_millis(rng.range(20, 250));
+                let everywhere = rng.chance(0.3);
+                let queue = rng.pick(&QUEUES);
+                let Some(leader) = leader_of(&cluster, queue).await else {
+                    pause(&mut rng, 200, 500, deadline).await;
+                    continue;
+                };
+                let slow: Vec<u64> = if everywhere {
+                    cluster.ids()
+                } else {
+                    vec![leader]
+                };
+                for id in &slow {
+                    cluster.slow_disk(*id, delay);
+                }
+                tokio::time::sleep(Duration::from_millis(rng.range(2_000, 4_000))).await;
+                if rng.chance(0.3) {
+                    cluster.kill(leader);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    cluster.restart(leader);
+                }
+                for id in &slow {
+                    cluster.slow_disk(*id, Duration::ZERO);
+                }
+                pause(&mut rng, 500, 1_500, deadline).await;
+            }
+        },
+    )
+    .await;
+}

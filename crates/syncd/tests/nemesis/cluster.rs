@@ -85,6 +85,8 @@ pub enum Roles {
 
 pub struct NemesisCluster {
     roles: Roles,
+    /// Nodes `0..initial` form the cluster; later ids are spare addresses for scaling (queue nodes that join).
+    initial: u64,
     dir: TempDir,
     addrs: BTreeMap<u64, String>,
     /// The peer links.
@@ -103,6 +105,12 @@ impl NemesisCluster {
 
     /// Starts `n` nodes of `roles`.
     pub async fn start_with(n: u64, roles: Roles) -> NemesisCluster {
+        Self::start_scalable(n, n, roles).await
+    }
+
+    /// Starts the first `initial` of `n` nodes of `roles`; the others have addresses and proxy links and are started
+    /// with [`Self::restart`] later, joining an existing queue ring (`--queue-join`).
+    pub async fn start_scalable(n: u64, initial: u64, roles: Roles) -> NemesisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: BTreeMap<u64, String> = (0..n)
             .zip(free_ports(n as usize))
@@ -121,6 +129,7 @@ impl NemesisCluster {
         }
         let cluster = NemesisCluster {
             roles,
+            initial,
             dir,
             addrs,
             mesh,
@@ -128,10 +137,15 @@ impl NemesisCluster {
             clocks,
             disks,
         };
-        for id in cluster.ids() {
+        for id in cluster.initial_ids() {
             cluster.spawn(id);
         }
         cluster
+    }
+
+    /// The nodes the cluster started with.
+    pub fn initial_ids(&self) -> Vec<u64> {
+        (0..self.initial).collect()
     }
 
     /// Whether wall-clock steps can be injected (libfaketime is installed).
@@ -163,9 +177,12 @@ impl NemesisCluster {
     }
 
     fn spawn(&self, id: u64) {
+        // A spare node knows everyone; the initial ones know only each other (a joiner is added by a ring change).
+        let joins = id >= self.initial;
         let peers = self
             .addrs
             .iter()
+            .filter(|(peer, _)| joins || **peer < self.initial)
             .map(|(id, addr)| format!("{id}={addr}"))
             .collect::<Vec<_>>()
             .join(",");
@@ -202,6 +219,9 @@ impl NemesisCluster {
                 ]
                 .map(str::to_owned),
             ),
+        }
+        if joins && self.roles == Roles::Queues {
+            args.push("--queue-join".to_owned());
         }
         let mut envs = vec![
             ("RUST_LOG".to_owned(), "info,openraft=warn".to_owned()),

@@ -79,7 +79,7 @@ impl Workload {
     fn start(cluster: &NemesisCluster, seed: u64) -> (Workload, Vec<tokio::task::JoinHandle<()>>) {
         let workload = Workload {
             addrs: cluster
-                .ids()
+                .initial_ids()
                 .iter()
                 .map(|id| cluster.addr(*id).to_owned())
                 .collect(),
@@ -318,10 +318,19 @@ where
     F: FnOnce(Arc<NemesisCluster>, Rng, Instant) -> Fut,
     Fut: Future<Output = ()>,
 {
+    scenario_with(name, 3, faults).await;
+}
+
+/// [`scenario`] over `nodes` node addresses (three start; the others are for scaling, started by the faults).
+async fn scenario_with<F, Fut>(name: &str, nodes: u64, faults: F)
+where
+    F: FnOnce(Arc<NemesisCluster>, Rng, Instant) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let _one = exclusive().await;
     let rng = Rng::from_env(name);
     let seed = rng.0;
-    let cluster = Arc::new(NemesisCluster::start_with(3, Roles::Queues).await);
+    let cluster = Arc::new(NemesisCluster::start_scalable(nodes, 3, Roles::Queues).await);
     let http = Workload::http();
     // Ready: every queue takes a message through node 0.
     let ready_until = Instant::now() + Duration::from_secs(30);
@@ -352,7 +361,7 @@ where
     let deadline = Instant::now() + duration(Duration::from_secs(20));
     faults(cluster.clone(), rng, deadline).await;
     cluster.mesh.heal_all();
-    for id in cluster.ids() {
+    for id in cluster.initial_ids() {
         let _ = cluster.procs.cont(id);
         if !cluster.procs.is_running(id) {
             cluster.restart(id);
@@ -574,5 +583,66 @@ async fn slow_disks_under_a_queue_leader() {
             }
         },
     )
+    .await;
+}
+
+/// Asks `cluster`'s node 0 for ring `members` (with the addresses of any new ones) and waits until every running
+/// member reports that epoch settled (bounded).
+async fn change_ring(cluster: &NemesisCluster, members: &[u64]) {
+    let http = Workload::http();
+    let addrs: serde_json::Map<String, Value> = members
+        .iter()
+        .map(|id| (id.to_string(), Value::String(cluster.addr(*id).to_owned())))
+        .collect();
+    let body = json!({ "members": members, "addrs": addrs });
+    let until = Instant::now() + Duration::from_secs(60);
+    let epoch = loop {
+        assert!(Instant::now() < until, "the ring change to {members:?} was not taken\n{}", cluster.logs());
+        if let Answer::Ok(ring) = call(&http, cluster.addr(0), "/internal/ring", Some(body.clone())).await
+            && let Some(epoch) = ring["epoch"].as_u64()
+        {
+            break epoch;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    loop {
+        assert!(
+            Instant::now() < until,
+            "ring epoch {epoch} ({members:?}) did not settle\n{}",
+            cluster.logs()
+        );
+        let mut settled = true;
+        for id in members {
+            match call(&http, cluster.addr(*id), "/v1/ring", None).await {
+                Answer::Ok(ring)
+                    if ring["epoch"].as_u64() == Some(epoch)
+                        && ring["pending_handoffs"].as_u64() == Some(0) => {}
+                _ => settled = false,
+            }
+        }
+        if settled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Scaling 3 -> 4 -> 3 while producing and consuming: a fourth node joins, shards move to it (new copies first),
+/// then it is removed again (its shards move back before it stops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_three_to_four_to_three() {
+    scenario_with("queue scaling", 4, |cluster, mut rng, deadline| async move {
+        pause(&mut rng, 1_000, 2_000, deadline).await;
+        cluster.restart(3);
+        change_ring(&cluster, &[0, 1, 2, 3]).await;
+        pause(&mut rng, 1_000, 3_000, deadline).await;
+        change_ring(&cluster, &[0, 1, 2]).await;
+        let c = cluster.clone();
+        let exit = tokio::task::spawn_blocking(move || c.procs.terminate(3, Duration::from_secs(30)))
+            .await
+            .expect("terminate task");
+        assert!(exit.is_ok_and(|s| s.success()), "node 3 did not stop cleanly\n{}", cluster.logs());
+        tokio::time::sleep_until(deadline.into()).await;
+    })
     .await;
 }

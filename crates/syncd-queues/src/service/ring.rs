@@ -99,6 +99,15 @@ impl QueueService {
                 .change_membership(&MembershipChange::AddLearner { id: *id, addr })
                 .await?;
         }
+        // The ring first, then the voters: while the ring still lists the old members, the control group's leader
+        // would shrink the voters back to them (`settle_voters`), dropping a new member it was adding.
+        let command = ControlCommand::SetRing {
+            members: members.iter().copied().collect(),
+            vnodes: state.ring.as_ref().map_or(self.config.vnodes, |r| r.vnodes),
+            replication_factor: self.config.replication_factor as u32,
+            addrs,
+        };
+        let (index, outcome) = self.group.propose(command).await?;
         let mut grown = voters.clone();
         grown.extend(members.iter().copied());
         if grown != voters {
@@ -106,13 +115,6 @@ impl QueueService {
                 .change_membership(&MembershipChange::SetVoters { voters: grown })
                 .await?;
         }
-        let command = ControlCommand::SetRing {
-            members: members.into_iter().collect(),
-            vnodes: state.ring.as_ref().map_or(self.config.vnodes, |r| r.vnodes),
-            replication_factor: self.config.replication_factor as u32,
-            addrs,
-        };
-        let (index, outcome) = self.group.propose(command).await?;
         match outcome {
             ControlOutcome::Ring(_) => {
                 // Answer with the ring as this node applied it.
@@ -170,10 +172,24 @@ impl QueueService {
             .map_err(|e| peer_error(e, false))
     }
 
-    /// On the control group's leader: once no shard is moving, make the voters the ring's members.
+    /// On the control group's leader: once no shard is moving, make the voters the ring's members (only ever
+    /// dropping voters the ring no longer lists, and never while a membership change is under way).
     pub(super) fn settle_voters(self: &Arc<Self>, state: &ControlState) {
         let Some(ring) = &state.ring else { return };
         if state.pending_moves() > 0 {
+            return;
+        }
+        let changing = self
+            .group
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            > 1;
+        if changing {
             return;
         }
         let members: BTreeSet<u64> = ring.members.iter().copied().collect();

@@ -138,7 +138,10 @@ impl Cluster {
             ])
             .args(&self.extra_args)
             .args(more_args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SYNCD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

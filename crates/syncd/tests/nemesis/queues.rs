@@ -597,8 +597,13 @@ async fn change_ring(cluster: &NemesisCluster, members: &[u64]) {
     let body = json!({ "members": members, "addrs": addrs });
     let until = Instant::now() + Duration::from_secs(60);
     let epoch = loop {
-        assert!(Instant::now() < until, "the ring change to {members:?} was not taken\n{}", cluster.logs());
-        if let Answer::Ok(ring) = call(&http, cluster.addr(0), "/internal/ring", Some(body.clone())).await
+        assert!(
+            Instant::now() < until,
+            "the ring change to {members:?} was not taken\n{}",
+            cluster.logs()
+        );
+        if let Answer::Ok(ring) =
+            call(&http, cluster.addr(0), "/internal/ring", Some(body.clone())).await
             && let Some(epoch) = ring["epoch"].as_u64()
         {
             break epoch;
@@ -631,18 +636,27 @@ async fn change_ring(cluster: &NemesisCluster, members: &[u64]) {
 /// then it is removed again (its shards move back before it stops).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_three_to_four_to_three() {
-    scenario_with("queue scaling", 4, |cluster, mut rng, deadline| async move {
-        pause(&mut rng, 1_000, 2_000, deadline).await;
-        cluster.restart(3);
-        change_ring(&cluster, &[0, 1, 2, 3]).await;
-        pause(&mut rng, 1_000, 3_000, deadline).await;
-        change_ring(&cluster, &[0, 1, 2]).await;
-        let c = cluster.clone();
-        let exit = tokio::task::spawn_blocking(move || c.procs.terminate(3, Duration::from_secs(30)))
-            .await
-            .expect("terminate task");
-        assert!(exit.is_ok_and(|s| s.success()), "node 3 did not stop cleanly\n{}", cluster.logs());
-        tokio::time::sleep_until(deadline.into()).await;
-    })
+    scenario_with(
+        "queue scaling",
+        4,
+        |cluster, mut rng, deadline| async move {
+            pause(&mut rng, 1_000, 2_000, deadline).await;
+            cluster.restart(3);
+            change_ring(&cluster, &[0, 1, 2, 3]).await;
+            pause(&mut rng, 1_000, 3_000, deadline).await;
+            change_ring(&cluster, &[0, 1, 2]).await;
+            let c = cluster.clone();
+            let exit =
+                tokio::task::spawn_blocking(move || c.procs.terminate(3, Duration::from_secs(30)))
+                    .await
+                    .expect("terminate task");
+            assert!(
+                exit.is_ok_and(|s| s.success()),
+                "node 3 did not stop cleanly\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep_until(deadline.into()).await;
+        },
+    )
     .await;
 }

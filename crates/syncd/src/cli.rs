@@ -167,7 +167,7 @@ pub struct QueueArgs {
     /// fsync period with `--queue-fsync interval`.
     #[arg(long, env = "SYNCD_QUEUE_FSYNC_INTERVAL_MS", default_value_t = 100)]
     pub queue_fsync_interval_ms: u64,
-    /// Join an existing queue ring (learned from a peer) instead of forming one from `--peers`.
+    /// Wait to be added to an existing queue ring and control group instead of forming them from `--peers`.
     #[arg(long, env = "SYNCD_QUEUE_JOIN")]
     pub queue_join: bool,
     /// Largest queue message body.
@@ -176,10 +176,11 @@ pub struct QueueArgs {
     /// Largest queue request body (a batch of messages).
     #[arg(long, env = "SYNCD_MAX_QUEUE_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_queue_request_bytes: usize,
-    /// A queue peer silent for this long is down: its shards fail over.
+    /// A queue node whose heartbeats stop this long is fenced (its shards move to in-sync replicas); a replica that
+    /// has not caught up this long leaves the in-sync set.
     #[arg(long, env = "SYNCD_QUEUE_FAILURE_TIMEOUT_MS", default_value_t = 1_500)]
     pub queue_failure_timeout_ms: u64,
-    /// How often queue peers are pinged.
+    /// How often queue nodes heartbeat to the control group's leader, and leaders look at their replicas.
     #[arg(long, env = "SYNCD_QUEUE_PING_INTERVAL_MS", default_value_t = 200)]
     pub queue_ping_interval_ms: u64,
 }

@@ -203,6 +203,9 @@ pub struct RingInfo {
     pub nodes: Vec<RingNode>,
     /// Shards this node holds that are not yet settled on the current ring's placement (0 when a scale step is done).
     pub pending_handoffs: usize,
+    /// How many shards each node leads, from the control state (absent from older nodes).
+    #[serde(default)]
+    pub leaders: std::collections::BTreeMap<u64, usize>,
 }
 
 /// `POST /internal/ring`: the next membership (operator, tests, scripts).

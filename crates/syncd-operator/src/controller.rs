@@ -319,7 +319,7 @@ async fn reconcile_component(
     };
     let (replicas, mut note) = match component {
         Component::Locks => lock_step(cluster, ctx, namespace, want, have, &lock_pods, obs).await?,
-        Component::Queues => queue_step(cluster, ctx, namespace, want, have).await,
+        Component::Queues => queue_step(cluster, ctx, namespace, want, have, obs).await,
         Component::Cache => (want, None),
     };
     let desired = build::desired(cluster, component, replicas, build_ctx)?;
@@ -444,6 +444,7 @@ async fn queue_step(
     namespace: &str,
     want: i32,
     have: Option<i32>,
+    obs: &mut Observation,
 ) -> (i32, Option<String>) {
     let name = cluster.name_any();
     let current = have.unwrap_or(0);
@@ -460,6 +461,12 @@ async fn queue_step(
                 async move { (ordinal, ctx.queue_api.ring_view(&endpoint).await) }
             });
         observation.views = futures::future::join_all(asks).await.into_iter().collect();
+        obs.queue_ring = observation
+            .views
+            .values()
+            .filter_map(|v| v.as_ref().ok())
+            .max_by_key(|v| v.epoch)
+            .cloned();
     }
     let step = queuering::next_step(&observation);
     tracing::debug!(?step, "queue ring step");

@@ -218,6 +218,9 @@ pub struct SyncClusterStatus {
     /// The cache StatefulSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<ComponentStatus>,
+    /// The queue ring, its pending moves and the shards each pod leads, when the queue pods could be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_ring: Option<QueueRingStatus>,
     /// Node id of the lock raft leader, when the lock service could be asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_leader: Option<i64>,
@@ -227,6 +230,31 @@ pub struct SyncClusterStatus {
     /// Lock group members and their raft roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_members: Vec<LockMember>,
+}
+
+/// The queue ring as the queue control group has it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRingStatus {
+    /// The ring's epoch.
+    pub epoch: i64,
+    /// Member pod ordinals.
+    pub members: Vec<i64>,
+    /// Shards still moving after a ring change (0 when a scale step is done).
+    pub pending_moves: i64,
+    /// How many shards each pod leads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_leaders: Vec<ShardLeaders>,
+}
+
+/// The shards one pod leads.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardLeaders {
+    /// Pod ordinal.
+    pub pod: i64,
+    /// Shards it leads.
+    pub shards: i64,
 }
 
 /// Replica counts of one component.

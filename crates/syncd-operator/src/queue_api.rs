@@ -38,6 +38,7 @@ impl QueueRingApi for HttpQueueRing {
                 epoch: ring.epoch,
                 members: ring.members.into_iter().collect(),
                 pending_handoffs: ring.pending_handoffs,
+                leaders: ring.leaders,
             })
         })
     }

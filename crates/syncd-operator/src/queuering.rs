@@ -16,6 +16,8 @@ pub struct RingView {
     pub members: BTreeSet<u64>,
     /// Shards on this pod not yet settled on the ring.
     pub pending_handoffs: usize,
+    /// Shards led per node, as this pod's control state has it.
+    pub leaders: std::collections::BTreeMap<u64, usize>,
 }
 
 /// Everything the next step depends on.
@@ -124,6 +126,7 @@ mod tests {
             epoch,
             members: members.iter().copied().collect(),
             pending_handoffs: pending,
+            leaders: Default::default(),
         })
     }
 

@@ -14,7 +14,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{ComponentStatus, LockMember, SyncClusterStatus};
+use crate::crd::{ComponentStatus, LockMember, QueueRingStatus, ShardLeaders, SyncClusterStatus};
 use crate::lockgroup::RaftView;
 
 /// What reconcile saw of one component.
@@ -63,6 +63,8 @@ pub struct Observation {
     pub invalid_spec: Option<String>,
     /// What the operator is waiting for or doing, if anything (a lock scaling step, a rolling restart).
     pub in_progress: Option<String>,
+    /// The queue ring as the pod on the newest epoch reports it, when the queue pods could be asked.
+    pub queue_ring: Option<crate::queuering::RingView>,
 }
 
 fn condition(
@@ -100,6 +102,7 @@ impl Default for Observation {
             raft: Err("not asked".to_owned()),
             invalid_spec: None,
             in_progress: None,
+            queue_ring: None,
         }
     }
 }
@@ -240,6 +243,19 @@ pub fn compute(
         locks: obs.locks.status(),
         queues: obs.queues.status(),
         cache: obs.cache.status(),
+        queue_ring: obs.queue_ring.as_ref().map(|ring| QueueRingStatus {
+            epoch: ring.epoch as i64,
+            members: ring.members.iter().map(|m| *m as i64).collect(),
+            pending_moves: ring.pending_handoffs as i64,
+            shard_leaders: ring
+                .leaders
+                .iter()
+                .map(|(pod, shards)| ShardLeaders {
+                    pod: *pod as i64,
+                    shards: *shards as i64,
+                })
+                .collect(),
+        }),
         lock_leader: raft.and_then(|r| r.leader).map(|l| l as i64),
         lock_term: raft.map(|r| r.term as i64),
         lock_members: raft
@@ -296,7 +312,28 @@ mod tests {
             }),
             invalid_spec: None,
             in_progress: None,
+            queue_ring: Some(crate::queuering::RingView {
+                epoch: 2,
+                members: [0, 1, 2].into(),
+                pending_handoffs: 0,
+                leaders: [(0, 3), (2, 1)].into(),
+            }),
         }
+    }
+
+    #[test]
+    fn the_queue_ring_and_its_shard_leaders_are_reported() {
+        let s = compute(&healthy(), None, Timestamp::UNIX_EPOCH);
+        let ring = s.queue_ring.expect("queue ring");
+        assert_eq!((ring.epoch, ring.pending_moves), (2, 0));
+        assert_eq!(ring.members, vec![0, 1, 2]);
+        assert_eq!(
+            ring.shard_leaders,
+            vec![
+                ShardLeaders { pod: 0, shards: 3 },
+                ShardLeaders { pod: 2, shards: 1 }
+            ]
+        );
     }
 
     #[test]

@@ -49,6 +49,13 @@ impl QueueService {
                 .collect(),
             members: ring.members.clone(),
             pending_handoffs: state.pending_moves() + usize::from(!settled_voters),
+            leaders: state.shards.values().filter_map(|shard| shard.leader).fold(
+                std::collections::BTreeMap::new(),
+                |mut counts, leader| {
+                    *counts.entry(leader).or_insert(0) += 1;
+                    counts
+                },
+            ),
         }
     }
 

@@ -17,4 +17,4 @@ pub mod peer_api;
 pub mod service;
 
 pub use error::LockError;
-pub use service::{LockConfig, LockService};
+pub use service::{LockConfig, LockService, lock_config};

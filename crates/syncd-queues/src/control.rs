@@ -118,23 +118,30 @@ impl Sessions {
             .insert(beat.node, (beat.session, Instant::now()));
     }
 
-    /// The fences and unfences due on the leader, given the control state and the failure timeout.
-    pub fn due(
-        &self,
-        state: &ControlState,
-        leading: bool,
-        timeout: Duration,
-    ) -> Vec<ControlCommand> {
+    /// Records whether this node leads the group now: the start of a term of leadership is remembered until it
+    /// ends (call it every round).
+    pub fn lead(&self, leading: bool) {
         let mut since = self
             .leading_since
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if !leading {
-            *since = None;
-            return Vec::new();
+        match (leading, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
         }
+    }
+
+    /// The fences and unfences due on the leader, given the control state and the failure timeout.
+    pub fn due(&self, state: &ControlState, timeout: Duration) -> Vec<ControlCommand> {
         let now = Instant::now();
-        let since = *since.get_or_insert(now);
+        let Some(since) = *self
+            .leading_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        else {
+            return Vec::new();
+        };
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();
         for (node, st) in &state.nodes {
@@ -197,4 +204,76 @@ pub fn ring_addrs(
         out.extend(ring.addrs.iter().map(|(k, v)| (*k, v.clone())));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use syncd_queue_engine::control::NodeState;
+
+    use super::*;
+
+    fn state(nodes: &[(u64, u64, bool)]) -> ControlState {
+        let mut state = ControlState::default();
+        for (node, session, fenced) in nodes {
+            state.nodes.insert(
+                *node,
+                NodeState {
+                    session: *session,
+                    fenced: *fenced,
+                },
+            );
+        }
+        state
+    }
+
+    #[test]
+    fn only_a_leader_fences_and_every_term_of_leadership_starts_with_a_full_timeout() {
+        let sessions = Sessions::default();
+        let timeout = Duration::from_millis(50);
+        let two = state(&[(1, 11, false), (2, 22, false)]);
+        assert!(sessions.due(&two, timeout).is_empty(), "not leading");
+        sessions.lead(true);
+        sessions.heard(Heartbeat {
+            node: 1,
+            session: 11,
+        });
+        assert!(
+            sessions.due(&two, timeout).is_empty(),
+            "a new leader waits a full timeout"
+        );
+        std::thread::sleep(timeout * 2);
+        sessions.heard(Heartbeat {
+            node: 1,
+            session: 11,
+        });
+        assert_eq!(
+            sessions.due(&two, timeout),
+            vec![ControlCommand::Fence {
+                node: 2,
+                session: 22
+            }]
+        );
+        // Leadership lost and regained later: the heartbeats of the last term are old, but nobody is fenced
+        // before a full timeout of this one.
+        sessions.lead(false);
+        assert!(sessions.due(&two, timeout).is_empty());
+        std::thread::sleep(timeout * 2);
+        sessions.lead(true);
+        assert!(sessions.due(&two, timeout).is_empty());
+        // A fenced session heard from again is unfenced.
+        let fenced = state(&[(1, 11, true)]);
+        sessions.heard(Heartbeat {
+            node: 1,
+            session: 11,
+        });
+        assert_eq!(
+            sessions.due(&fenced, timeout),
+            vec![ControlCommand::Unfence {
+                node: 1,
+                session: 11
+            }]
+        );
+    }
 }

@@ -227,7 +227,7 @@ pub(crate) async fn lead(
             record: Record::Term,
         };
         core.queue.apply(marker.lsn, &marker.record);
-        core.push_marker(marker.lsn, epoch);
+        core.push_entry(marker.lsn, epoch);
         let durable = shard.log.append(vec![to_entry(&marker)]);
         let engine = LeaderEngine::new(
             &shard.name,

@@ -43,12 +43,8 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Records an epoch marker the leader writes (see [`crate::leading::lead`]).
-    pub fn push_marker(&mut self, lsn: u64, term: u64) {
-        self.push_entry(lsn, term);
-    }
-
-    fn push_entry(&mut self, lsn: u64, term: u64) {
+    /// Records the entry at `lsn` written in `term` (with `queue`, under the same lock).
+    pub fn push_entry(&mut self, lsn: u64, term: u64) {
         if self.terms.last().map(|(_, t)| *t) != Some(term) {
             self.terms.push((lsn, term));
         }

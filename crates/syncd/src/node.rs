@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use syncd_cache::{CacheConfig, CacheService};
-use syncd_locks::{LockConfig, LockService};
+use syncd_locks::{LockService, lock_config};
 use syncd_queues::{FsyncPolicy, PeerSource, QueueConfig, QueueService};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -78,7 +78,7 @@ impl Node {
                 .get(&config.id)
                 .cloned()
                 .with_context(|| format!("--peers must list this node ({})", config.id))?;
-            let mut lock_config = LockConfig::new(
+            let mut lock_config = lock_config(
                 config.id,
                 advertise,
                 config.data_dir.join("locks"),

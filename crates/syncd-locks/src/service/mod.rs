@@ -42,70 +42,27 @@ const WAIT_GRACE: Duration = Duration::from_millis(1500);
 /// How often the leader checks whether a lease or a wait is due.
 const TICK_EVERY: Duration = Duration::from_millis(50);
 
-/// Settings of the lock role of one node.
-#[derive(Debug, Clone)]
-pub struct LockConfig {
-    /// This node's id.
-    pub id: NodeId,
-    /// The `host:port` peers reach this node on.
-    pub advertise: String,
-    /// Where the raft log and snapshots live.
-    pub data_dir: PathBuf,
-    /// The initial members, this node included; the lowest id bootstraps a group with no prior state.
-    pub initial_members: BTreeMap<NodeId, String>,
-    /// Raft heartbeat interval.
-    pub heartbeat_ms: u64,
-    /// Minimum election timeout; the maximum, and the leader lease, are twice this.
-    pub election_timeout_ms: u64,
-    /// Take a snapshot (and purge the log behind it) after this many applied entries.
-    pub snapshot_after_entries: u64,
-    /// Fault injection for tests: peer addresses dialled through other addresses (a fault-injecting proxy).
-    pub dial_overrides: BTreeMap<String, String>,
-}
+/// Settings of the lock role of one node: its raft group's.
+pub type LockConfig = GroupConfig;
 
-impl LockConfig {
-    /// Settings with etcd's default timing (heartbeat 100 ms, election timeout 1000 ms).
-    pub fn new(
-        id: NodeId,
-        advertise: String,
-        data_dir: PathBuf,
-        initial_members: BTreeMap<NodeId, String>,
-    ) -> Self {
-        LockConfig {
-            id,
-            advertise,
-            data_dir,
-            initial_members,
-            heartbeat_ms: 100,
-            election_timeout_ms: 1000,
-            snapshot_after_entries: 10_000,
-            dial_overrides: BTreeMap::new(),
-        }
-    }
-
-    fn group(self) -> GroupConfig {
-        let LockConfig {
-            id,
-            advertise,
-            data_dir,
-            initial_members,
-            heartbeat_ms,
-            election_timeout_ms,
-            snapshot_after_entries,
-            dial_overrides,
-        } = self;
-        GroupConfig {
-            name: "syncd-locks".to_owned(),
-            id,
-            advertise,
-            data_dir,
-            initial_members,
-            heartbeat_ms,
-            election_timeout_ms,
-            snapshot_after_entries,
-            paths: crate::peer_api::paths(),
-            dial_overrides,
-        }
+/// The lock group's settings with etcd's default timing (heartbeat 100 ms, election timeout 1000 ms).
+pub fn lock_config(
+    id: NodeId,
+    advertise: String,
+    data_dir: PathBuf,
+    initial_members: BTreeMap<NodeId, String>,
+) -> LockConfig {
+    GroupConfig {
+        name: "syncd-locks".to_owned(),
+        id,
+        advertise,
+        data_dir,
+        initial_members,
+        heartbeat_ms: 100,
+        election_timeout_ms: 1000,
+        snapshot_after_entries: 10_000,
+        paths: crate::peer_api::paths(),
+        dial_overrides: BTreeMap::new(),
     }
 }
 
@@ -135,7 +92,7 @@ fn wall_clock_ms() -> u64 {
 impl LockService {
     /// Starts the lock group on this node (see [`Group::start`]) and the leader's lease ticker.
     pub async fn start(config: LockConfig) -> anyhow::Result<Arc<Self>> {
-        let group = Group::<LockMachine>::start(config.group()).await?;
+        let group = Group::<LockMachine>::start(config).await?;
         let service = Arc::new(LockService {
             request_base: group.incarnation().rotate_left(17) ^ wall_clock_ms(),
             group,

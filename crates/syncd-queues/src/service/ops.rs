@@ -155,8 +155,13 @@ impl QueueService {
         out
     }
 
-    pub(super) async fn execute_local(&self, name: &str, op: Op) -> Result<OpResult, QueueError> {
-        let shard = self.leading_shard(name)?;
+    pub(super) async fn execute_local(
+        &self,
+        name: &str,
+        epoch: u64,
+        op: Op,
+    ) -> Result<OpResult, QueueError> {
+        let shard = self.leading_shard(name, epoch)?;
         match op {
             Op::Produce { bodies, dedup } => {
                 let ids = produce_local(&shard, bodies, dedup).await?;

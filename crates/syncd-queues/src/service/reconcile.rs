@@ -63,7 +63,11 @@ pub(super) async fn background(service: Weak<QueueService>) {
         let interval = s.config.ping_interval;
         if !s.stopping.load(Ordering::Relaxed) {
             s.keep_session().await;
-            if s.group.is_leader() {
+            // Every round, leading or not: a node that stops leading must forget when it began, so that leading
+            // again gives every session a full timeout instead of fencing the ones it heard from last term.
+            let leading = s.group.is_leader();
+            s.sessions.lead(leading);
+            if leading {
                 s.lead_control();
             }
             s.tick_leaders();
@@ -120,7 +124,7 @@ impl QueueService {
     /// the voters to the ring once moves settled.
     fn lead_control(self: &Arc<Self>) {
         let state = self.control();
-        for command in self.sessions.due(&state, true, self.config.failure_timeout) {
+        for command in self.sessions.due(&state, self.config.failure_timeout) {
             tracing::info!(?command, "session change");
             self.propose_later(command);
         }

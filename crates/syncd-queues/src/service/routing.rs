@@ -99,7 +99,7 @@ impl QueueService {
             ))
         })?;
         if leader == self.config.id {
-            return self.execute_local(shard, op.clone()).await;
+            return self.execute_local(shard, record.epoch, op.clone()).await;
         }
         if hops >= MAX_HOPS {
             return Err(QueueError::Unavailable(format!(
@@ -128,16 +128,10 @@ impl QueueService {
             .map_err(|e| peer_error(e, mutates))
     }
 
-    /// The local shard, if this node leads it in the epoch of its current control record.
-    pub(super) fn leading_shard(&self, name: &str) -> Result<Arc<Shard>, QueueError> {
-        let epoch = self.read_control(|c| c.shards.get(name).map(|r| r.epoch));
-        let shard = self.shard(name);
-        match (shard, epoch) {
-            (Some(shard), Some(epoch))
-                if shard.lock().leading().is_some_and(|l| l.epoch == epoch) =>
-            {
-                Ok(shard)
-            }
+    /// The local shard, if this node leads it in `epoch` (that of the control record the call was routed by).
+    pub(super) fn leading_shard(&self, name: &str, epoch: u64) -> Result<Arc<Shard>, QueueError> {
+        match self.shard(name) {
+            Some(shard) if shard.lock().leading().is_some_and(|l| l.epoch == epoch) => Ok(shard),
             _ => Err(QueueError::Unavailable(format!(
                 "queue {name}: this node is starting to lead it or just stopped; retry"
             ))),
